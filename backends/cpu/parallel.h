@@ -1,0 +1,42 @@
+#pragma once
+
+// backends/cpu/: eager CPU kernels, oneDNN wrappers and the thread pool. Nothing in core/
+// includes this folder: kernels reach the registry through KILN_STATIC_INIT blocks.
+
+#include <algorithm>
+#include <cstdint>
+
+#include <omp.h>
+
+namespace kiln::cpu {
+
+// Threads Kiln uses: KILN_NUM_THREADS, else every core. Set once at load time, before oneDNN
+// sizes its own use of the same OpenMP runtime.
+int num_threads();
+
+// Runs fn(begin, end) over [0, n) split into contiguous chunks across the OpenMP pool.
+// Work below `grain` items per thread runs inline on the caller.
+template <class Fn>
+void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
+  if (n <= 0) return;
+  const int64_t max_t = num_threads();
+  int64_t t = std::min<int64_t>(max_t, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
+  if (t <= 1 || omp_in_parallel()) {
+    fn(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel num_threads(t)
+  {
+    const int64_t id = omp_get_thread_num();
+    const int64_t nt = omp_get_num_threads();
+    const int64_t chunk = (n + nt - 1) / nt;
+    const int64_t b = id * chunk;
+    const int64_t e = std::min(n, b + chunk);
+    if (b < e) fn(b, e);
+  }
+}
+
+// A reasonable grain for cheap per-element work: ~32K elements per thread.
+inline constexpr int64_t kElementwiseGrain = 32768;
+
+}  // namespace kiln::cpu

@@ -1,0 +1,116 @@
+#include <kiln/core/dispatch.h>
+
+#include <cmath>
+#include <cstdlib>
+
+namespace kiln {
+namespace {
+
+thread_local std::vector<DispatchHook*> t_hooks;
+
+bool check_numerics_enabled() {
+  static const bool on = [] {
+    const char* s = std::getenv("KILN_CHECK_NUMERICS");
+    return s && *s && std::string(s) != "0";
+  }();
+  return on;
+}
+
+void check_numerics(const OpDef& op, const Tensor& t) {
+  if (!is_floating(t.dtype()) || t.is_symbolic()) return;
+  SuspendHooks quiet;
+  Tensor c = t.contiguous();
+  visit_dtype(t.dtype(), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_floating_point_v<T>) {
+      const T* p = c.data<T>();
+      for (int64_t i = 0; i < c.numel(); ++i)
+        KILN_CHECK(std::isfinite(p[i]), "{}: produced a non-finite value ({}) in output {} "
+                   "(KILN_CHECK_NUMERICS)", op.name(), static_cast<double>(p[i]), t.type_str());
+    }
+  });
+}
+
+std::string describe(std::span<const Tensor> inputs) {
+  std::string s;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (i) s += ", ";
+    s += inputs[i].defined() ? inputs[i].type_str() : "undefined";
+  }
+  return s;
+}
+
+std::vector<Tensor> run_kernel(const OpDef& op, std::span<const Tensor> inputs,
+                               const Attrs& attrs) {
+  std::vector<TensorType> types = infer_types(op, inputs, attrs);
+  Device device = Device::cpu();
+  if (!inputs.empty()) {
+    device = inputs[0].device();
+    for (const Tensor& t : inputs) {
+      KILN_CHECK(!t.is_symbolic(),
+                 "{}: symbolic tensor {} was used outside the trace that created it", op.name(),
+                 t.type_str());
+      KILN_CHECK(t.device() == device, "{}: inputs are on different devices: {} and {} ({})",
+                 op.name(), device.str(), t.device().str(), describe(inputs));
+    }
+  }
+  KernelFn kernel = op.kernel(device.type);
+  KILN_CHECK(kernel != nullptr, "{}: no kernel for device {} ({})", op.name(), device.str(),
+             describe(inputs));
+  std::vector<Tensor> out = kernel(inputs, attrs, types);
+  KILN_ASSERT(out.size() == types.size(), "{}: kernel returned {} outputs, inference said {}",
+              op.name(), out.size(), types.size());
+  if (check_numerics_enabled())
+    for (const Tensor& t : out) check_numerics(op, t);
+  return out;
+}
+
+}  // namespace
+
+HookScope::HookScope(DispatchHook* hook) : hook_(hook) { t_hooks.push_back(hook); }
+HookScope::~HookScope() {
+  for (size_t i = t_hooks.size(); i-- > 0;)
+    if (t_hooks[i] == hook_) {
+      t_hooks.erase(t_hooks.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+}
+
+SuspendHooks::SuspendHooks() : saved_(std::move(t_hooks)) { t_hooks.clear(); }
+SuspendHooks::~SuspendHooks() { t_hooks = std::move(saved_); }
+
+std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,
+                                    const Attrs& attrs) {
+  KILN_CHECK(op.num_inputs() < 0 || static_cast<int>(inputs.size()) == op.num_inputs(),
+             "{}: expects {} inputs, got {}", op.name(), op.num_inputs(), inputs.size());
+  std::vector<TensorType> in;
+  in.reserve(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    KILN_CHECK(inputs[i].defined(), "{}: input {} is an undefined Tensor", op.name(), i);
+    in.push_back(inputs[i].type());
+  }
+  KILN_ASSERT(op.infer() != nullptr, "op {} has no shape inference", op.name());
+  return op.infer()(in, attrs);
+}
+
+std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs,
+                             const Attrs& attrs) {
+  if (t_hooks.empty()) [[likely]]
+    return run_kernel(op, inputs, attrs);
+  const std::vector<DispatchHook*> hooks = t_hooks;  // hooks may push or pop hooks
+  std::vector<Tensor> out;
+  bool redirected = false;
+  for (size_t i = hooks.size(); i-- > 0 && !redirected;)
+    redirected = hooks[i]->redirect(op, inputs, attrs, out);
+  if (!redirected) out = run_kernel(op, inputs, attrs);
+  for (DispatchHook* h : hooks) h->observe(op, inputs, attrs, out);
+  return out;
+}
+
+Tensor dispatch1(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs) {
+  std::vector<Tensor> out = dispatch(op, inputs, attrs);
+  KILN_ASSERT(out.size() == 1, "{}: expected one output, got {}", op.name(), out.size());
+  return std::move(out[0]);
+}
+
+}  // namespace kiln

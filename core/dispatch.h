@@ -1,0 +1,66 @@
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include <kiln/core/registry.h>
+
+namespace kiln {
+
+// A per-thread observer or redirector of op calls. A GradientTape observes (records each op
+// that touches a watched tensor); a tracer redirects (appends a graph node instead of
+// running a kernel). Hooks are stacked per thread; the innermost is asked first.
+class DispatchHook {
+ public:
+  virtual ~DispatchHook() = default;
+  // Return true after filling `outputs` to take the call over; the kernel then does not run.
+  virtual bool redirect(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs,
+                        std::vector<Tensor>& outputs) {
+    return false;
+  }
+  // Called after the op produced `outputs` (by a kernel or by an inner hook's redirect).
+  virtual void observe(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs,
+                       std::span<const Tensor> outputs) {}
+};
+
+// Installs a hook on this thread for the scope's lifetime (RAII).
+class HookScope {
+ public:
+  explicit HookScope(DispatchHook* hook);
+  ~HookScope();
+  HookScope(const HookScope&) = delete;
+  HookScope& operator=(const HookScope&) = delete;
+
+ private:
+  DispatchHook* hook_;
+};
+
+// Hides every hook on this thread for the scope's lifetime (a hook that runs ops of its own
+// uses this to avoid seeing them).
+class SuspendHooks {
+ public:
+  SuspendHooks();
+  ~SuspendHooks();
+  SuspendHooks(const SuspendHooks&) = delete;
+  SuspendHooks& operator=(const SuspendHooks&) = delete;
+
+ private:
+  std::vector<DispatchHook*> saved_;
+};
+
+// The one entry point of every primitive: shape/dtype inference, then the hooks, then the
+// kernel of the inputs' device.
+std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs,
+                             const Attrs& attrs = {});
+// For single-output ops.
+Tensor dispatch1(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs = {});
+inline Tensor dispatch1(const OpDef& op, std::initializer_list<Tensor> inputs,
+                        const Attrs& attrs = {}) {
+  return dispatch1(op, std::span<const Tensor>(inputs.begin(), inputs.size()), attrs);
+}
+
+// Runs inference only (no hooks, no kernel).
+std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,
+                                    const Attrs& attrs);
+
+}  // namespace kiln

@@ -1,0 +1,62 @@
+#include <kiln/core/shape.h>
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include <kiln/core/error.h>
+
+namespace kiln {
+
+int64_t Shape::numel() const {
+  int64_t n = 1;
+  for (int64_t d : dims_) n *= d;
+  return n;
+}
+
+std::string Shape::str() const { return fmt::format("[{}]", fmt::join(dims_, ",")); }
+
+Strides contiguous_strides(const Shape& shape) {
+  Strides s(shape.size());
+  int64_t acc = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    s[i] = acc;
+    acc *= std::max<int64_t>(shape[i], 1);
+  }
+  return s;
+}
+
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
+  const size_t r = std::max(a.size(), b.size());
+  std::vector<int64_t> out(r);
+  for (size_t i = 0; i < r; ++i) {
+    const int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
+    const int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
+    KILN_CHECK(da == db || da == 1 || db == 1,
+               "{}: shapes {} and {} cannot be broadcast together (dim {}: {} vs {})", op, a.str(),
+               b.str(), i, da, db);
+    out[i] = da == 1 ? db : da;
+  }
+  return Shape(std::move(out));
+}
+
+int64_t normalize_axis(int64_t axis, int64_t rank, const char* op) {
+  KILN_CHECK(axis >= -rank && axis < rank, "{}: axis {} is out of range for a tensor of rank {}",
+             op, axis, rank);
+  return axis < 0 ? axis + rank : axis;
+}
+
+std::vector<int64_t> normalize_axes(std::span<const int64_t> axes, int64_t rank, const char* op) {
+  std::vector<int64_t> out;
+  if (axes.empty()) {
+    for (int64_t i = 0; i < rank; ++i) out.push_back(i);
+    return out;
+  }
+  for (int64_t a : axes) out.push_back(normalize_axis(a, rank, op));
+  std::sort(out.begin(), out.end());
+  KILN_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(),
+             "{}: repeated axis in [{}]", op, fmt::join(axes, ","));
+  return out;
+}
+
+}  // namespace kiln

@@ -1,0 +1,55 @@
+#pragma once
+
+// Helpers shared by the tests.
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include <kiln/kiln.h>
+
+namespace kiln::testing {
+
+// Checks that two value lists agree elementwise within rtol*|expected| + atol.
+inline void check_close(const std::vector<double>& got, const std::vector<double>& expected,
+                        double rtol = 1e-6, double atol = 1e-12) {
+  REQUIRE(got.size() == expected.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(expected[i])) {
+      CHECK(std::isnan(got[i]));
+      continue;
+    }
+    INFO("element " << i << ": got " << got[i] << ", expected " << expected[i]);
+    CHECK(std::abs(got[i] - expected[i]) <= atol + rtol * std::abs(expected[i]));
+  }
+}
+
+inline void check_close(const Tensor& got, const std::vector<double>& expected,
+                        double rtol = 1e-6, double atol = 1e-12) {
+  check_close(got.to_vector<double>(), expected, rtol, atol);
+}
+
+inline void check_close(const Tensor& got, const Tensor& expected, double rtol = 1e-6,
+                        double atol = 1e-12) {
+  REQUIRE(got.shape() == expected.shape());
+  check_close(got.to_vector<double>(), expected.to_vector<double>(), rtol, atol);
+}
+
+// Runs fn and checks it throws kiln::Error whose message contains every fragment.
+template <class Fn>
+void check_error(Fn&& fn, const std::vector<std::string>& fragments) {
+  try {
+    fn();
+    FAIL("expected kiln::Error");
+  } catch (const kiln::Error& e) {
+    const std::string msg = e.what();
+    for (const auto& f : fragments) {
+      INFO("message: " << msg);
+      CHECK(msg.find(f) != std::string::npos);
+    }
+  }
+}
+
+}  // namespace kiln::testing
