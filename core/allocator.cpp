@@ -18,7 +18,8 @@ constexpr size_t kPage = 4096;
 
 size_t cache_limit() {
   static const size_t limit = [] {
-    if (const char* s = std::getenv("KILN_CPU_CACHE_BYTES")) return std::strtoull(s, nullptr, 10);
+    if (const char* s = std::getenv("KILN_CPU_CACHE_BYTES"))
+      return static_cast<size_t>(std::strtoull(s, nullptr, 10));
     return size_t{2} << 30;
   }();
   return limit;
@@ -71,10 +72,13 @@ class CpuAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     return {live_.load(), peak_.load(), static_cast<int64_t>(cached_), allocations_.load()};
   }
-  void reset_peak() override { peak_.store(live_.load()); }
+  void reset_peak() override {
+    peak_.store(live_.load());
+  }
   void empty_cache() override {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [size, p] : cache_) std::free(p);
+    for (auto& [size, p] : cache_)
+      std::free(p);
     cache_.clear();
     cached_ = 0;
   }
@@ -109,9 +113,15 @@ Allocator& cpu_allocator() {
 }
 
 namespace memory {
-MemoryStats cpu_stats() { return cpu_allocator().stats(); }
-void reset_peak() { cpu_allocator().reset_peak(); }
-void empty_cache() { cpu_allocator().empty_cache(); }
+MemoryStats cpu_stats() {
+  return cpu_allocator().stats();
+}
+void reset_peak() {
+  cpu_allocator().reset_peak();
+}
+void empty_cache() {
+  cpu_allocator().empty_cache();
+}
 }  // namespace memory
 
 StorageImpl::StorageImpl(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
@@ -120,8 +130,7 @@ StorageImpl::StorageImpl(size_t nbytes, Device device) : nbytes_(nbytes), device
   data_ = allocator_->allocate(nbytes);
 }
 
-StorageImpl::StorageImpl(void* data, size_t nbytes, Device device,
-                         std::shared_ptr<void> keep_alive)
+StorageImpl::StorageImpl(void* data, size_t nbytes, Device device, std::shared_ptr<void> keep_alive)
     : data_(data), nbytes_(nbytes), device_(device), keep_alive_(std::move(keep_alive)) {}
 
 StorageImpl::~StorageImpl() {

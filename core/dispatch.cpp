@@ -25,8 +25,10 @@ void check_numerics(const OpDef& op, const Tensor& t) {
     if constexpr (std::is_floating_point_v<T>) {
       const T* p = c.data<T>();
       for (int64_t i = 0; i < c.numel(); ++i)
-        KILN_CHECK(std::isfinite(p[i]), "{}: produced a non-finite value ({}) in output {} "
-                   "(KILN_CHECK_NUMERICS)", op.name(), static_cast<double>(p[i]), t.type_str());
+        KILN_CHECK(std::isfinite(p[i]),
+                   "{}: produced a non-finite value ({}) in output {} "
+                   "(KILN_CHECK_NUMERICS)",
+                   op.name(), static_cast<double>(p[i]), t.type_str());
     }
   });
 }
@@ -61,13 +63,16 @@ std::vector<Tensor> run_kernel(const OpDef& op, std::span<const Tensor> inputs,
   KILN_ASSERT(out.size() == types.size(), "{}: kernel returned {} outputs, inference said {}",
               op.name(), out.size(), types.size());
   if (check_numerics_enabled())
-    for (const Tensor& t : out) check_numerics(op, t);
+    for (const Tensor& t : out)
+      check_numerics(op, t);
   return out;
 }
 
 }  // namespace
 
-HookScope::HookScope(DispatchHook* hook) : hook_(hook) { t_hooks.push_back(hook); }
+HookScope::HookScope(DispatchHook* hook) : hook_(hook) {
+  t_hooks.push_back(hook);
+}
 HookScope::~HookScope() {
   for (size_t i = t_hooks.size(); i-- > 0;)
     if (t_hooks[i] == hook_) {
@@ -76,8 +81,12 @@ HookScope::~HookScope() {
     }
 }
 
-SuspendHooks::SuspendHooks() : saved_(std::move(t_hooks)) { t_hooks.clear(); }
-SuspendHooks::~SuspendHooks() { t_hooks = std::move(saved_); }
+SuspendHooks::SuspendHooks() : saved_(std::move(t_hooks)) {
+  t_hooks.clear();
+}
+SuspendHooks::~SuspendHooks() {
+  t_hooks = std::move(saved_);
+}
 
 std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,
                                     const Attrs& attrs) {
@@ -90,11 +99,10 @@ std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inp
     in.push_back(inputs[i].type());
   }
   KILN_ASSERT(op.infer() != nullptr, "op {} has no shape inference", op.name());
-  return op.infer()(in, attrs);
+  return op.infer()(op, in, attrs);
 }
 
-std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs,
-                             const Attrs& attrs) {
+std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs) {
   if (t_hooks.empty()) [[likely]]
     return run_kernel(op, inputs, attrs);
   const std::vector<DispatchHook*> hooks = t_hooks;  // hooks may push or pop hooks
@@ -103,7 +111,8 @@ std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs,
   for (size_t i = hooks.size(); i-- > 0 && !redirected;)
     redirected = hooks[i]->redirect(op, inputs, attrs, out);
   if (!redirected) out = run_kernel(op, inputs, attrs);
-  for (DispatchHook* h : hooks) h->observe(op, inputs, attrs, out);
+  for (DispatchHook* h : hooks)
+    h->observe(op, inputs, attrs, out);
   return out;
 }
 

@@ -9,12 +9,18 @@ void throw_internal(const char* file, int line, const std::string& what) {
 
 std::string_view name(DType t) {
   switch (t) {
-    case DType::boolean: return "bool";
-    case DType::u8: return "u8";
-    case DType::i32: return "i32";
-    case DType::i64: return "i64";
-    case DType::f32: return "f32";
-    case DType::f64: return "f64";
+    case DType::boolean:
+      return "bool";
+    case DType::u8:
+      return "u8";
+    case DType::i32:
+      return "i32";
+    case DType::i64:
+      return "i64";
+    case DType::f32:
+      return "f32";
+    case DType::f64:
+      return "f64";
   }
   return "?";
 }

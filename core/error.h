@@ -25,17 +25,17 @@ class InternalError : public std::logic_error {
 }  // namespace kiln
 
 // KILN_CHECK(cond, "op: message {}", args...) throws kiln::Error when cond is false.
-#define KILN_CHECK(cond, ...)                                \
-  do {                                                       \
-    if (!(cond)) [[unlikely]]                                \
-      throw ::kiln::Error(::fmt::format(__VA_ARGS__));       \
+#define KILN_CHECK(cond, ...)                          \
+  do {                                                 \
+    if (!(cond)) [[unlikely]]                          \
+      throw ::kiln::Error(::fmt::format(__VA_ARGS__)); \
   } while (0)
 
 #define KILN_FAIL(...) throw ::kiln::Error(::fmt::format(__VA_ARGS__))
 
 // KILN_ASSERT(cond, "message {}", args...) flags a Kiln bug.
-#define KILN_ASSERT(cond, ...)                                                 \
-  do {                                                                         \
-    if (!(cond)) [[unlikely]]                                                  \
-      ::kiln::throw_internal(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__));  \
+#define KILN_ASSERT(cond, ...)                                                \
+  do {                                                                        \
+    if (!(cond)) [[unlikely]]                                                 \
+      ::kiln::throw_internal(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)

@@ -51,7 +51,7 @@ Tensor logical_not(const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
-Tensor div(const Tensor& a, const Tensor& b);  // integers divide truly, into f32
+Tensor div(const Tensor& a, const Tensor& b);        // integers divide truly, into f32
 Tensor floor_div(const Tensor& a, const Tensor& b);  // rounds toward -inf
 Tensor pow(const Tensor& a, const Tensor& b);
 Tensor maximum(const Tensor& a, const Tensor& b);
@@ -65,8 +65,8 @@ Tensor greater_equal(const Tensor& a, const Tensor& b);
 Tensor logical_and(const Tensor& a, const Tensor& b);
 Tensor logical_or(const Tensor& a, const Tensor& b);
 
-#define KILN_DECLARE_SCALAR_BINARY(name)            \
-  Tensor name(const Tensor& a, Scalar b);           \
+#define KILN_DECLARE_SCALAR_BINARY(name)  \
+  Tensor name(const Tensor& a, Scalar b); \
   Tensor name(Scalar a, const Tensor& b);
 KILN_DECLARE_SCALAR_BINARY(add)
 KILN_DECLARE_SCALAR_BINARY(sub)
@@ -135,33 +135,52 @@ std::vector<Tensor> split(const Tensor& x, int64_t n, int64_t axis = 0);
 Tensor pad(const Tensor& x, std::vector<std::pair<int64_t, int64_t>> pads, Scalar value = 0);
 Tensor gather(const Tensor& x, const Tensor& indices, int64_t axis = 0);
 // out = x with updates added at `indices` along `axis` (duplicates accumulate).
-Tensor scatter_add(const Tensor& x, const Tensor& indices, const Tensor& updates,
-                   int64_t axis = 0);
+Tensor scatter_add(const Tensor& x, const Tensor& indices, const Tensor& updates, int64_t axis = 0);
 Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype = f32);
 
 // ---- operators ----------------------------------------------------------------------------
-inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
-inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
-inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
-inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
-inline Tensor operator-(const Tensor& a) { return neg(a); }
-inline Tensor operator==(const Tensor& a, const Tensor& b) { return equal(a, b); }
-inline Tensor operator!=(const Tensor& a, const Tensor& b) { return not_equal(a, b); }
-inline Tensor operator<(const Tensor& a, const Tensor& b) { return less(a, b); }
-inline Tensor operator<=(const Tensor& a, const Tensor& b) { return less_equal(a, b); }
-inline Tensor operator>(const Tensor& a, const Tensor& b) { return greater(a, b); }
-inline Tensor operator>=(const Tensor& a, const Tensor& b) { return greater_equal(a, b); }
+inline Tensor operator+(const Tensor& a, const Tensor& b) {
+  return add(a, b);
+}
+inline Tensor operator-(const Tensor& a, const Tensor& b) {
+  return sub(a, b);
+}
+inline Tensor operator*(const Tensor& a, const Tensor& b) {
+  return mul(a, b);
+}
+inline Tensor operator/(const Tensor& a, const Tensor& b) {
+  return div(a, b);
+}
+inline Tensor operator-(const Tensor& a) {
+  return neg(a);
+}
+inline Tensor operator==(const Tensor& a, const Tensor& b) {
+  return equal(a, b);
+}
+inline Tensor operator!=(const Tensor& a, const Tensor& b) {
+  return not_equal(a, b);
+}
+inline Tensor operator<(const Tensor& a, const Tensor& b) {
+  return less(a, b);
+}
+inline Tensor operator<=(const Tensor& a, const Tensor& b) {
+  return less_equal(a, b);
+}
+inline Tensor operator>(const Tensor& a, const Tensor& b) {
+  return greater(a, b);
+}
+inline Tensor operator>=(const Tensor& a, const Tensor& b) {
+  return greater_equal(a, b);
+}
 
-#define KILN_SCALAR_OPERATOR(sym, fn)                                                        \
-  template <class S>                                                                          \
-    requires std::is_arithmetic_v<S>                                                          \
-  Tensor operator sym(const Tensor& a, S b) {                                                 \
-    return fn(a, Scalar(b));                                                                  \
-  }                                                                                           \
-  template <class S>                                                                          \
-    requires std::is_arithmetic_v<S>                                                          \
-  Tensor operator sym(S a, const Tensor& b) {                                                 \
-    return fn(Scalar(a), b);                                                                  \
+#define KILN_SCALAR_OPERATOR(sym, fn)                                          \
+  template <class S>                                                           \
+  requires std::is_arithmetic_v<S> Tensor operator sym(const Tensor& a, S b) { \
+    return fn(a, Scalar(b));                                                   \
+  }                                                                            \
+  template <class S>                                                           \
+  requires std::is_arithmetic_v<S> Tensor operator sym(S a, const Tensor& b) { \
+    return fn(Scalar(a), b);                                                   \
   }
 KILN_SCALAR_OPERATOR(+, add)
 KILN_SCALAR_OPERATOR(-, sub)

@@ -26,7 +26,8 @@ const OpDef& Registry::op(const std::string& name) const {
 
 std::vector<const OpDef*> Registry::all() const {
   std::vector<const OpDef*> out;
-  for (const auto& [name, op] : ops_) out.push_back(op.get());
+  for (const auto& [name, op] : ops_)
+    out.push_back(op.get());
   return out;
 }
 

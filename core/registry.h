@@ -18,11 +18,11 @@ namespace kiln {
 enum OpFlags : uint32_t {
   kElementwise = 1u << 0,
   kReduction = 1u << 1,
-  kMovement = 1u << 2,   // reshape/transpose/slice/broadcast/pad/concat/gather...
-  kContraction = 1u << 3,  // dot_general, conv
-  kStateful = 1u << 4,   // rng, variable reads and assigns: never CSE'd or reordered
-  kView = 1u << 5,       // the eager kernel returns a view of its input, no copy
-  kCreation = 1u << 6,   // no tensor inputs (iota, rng, constant)
+  kMovement = 1u << 2,           // reshape/transpose/slice/broadcast/pad/concat/gather...
+  kContraction = 1u << 3,        // dot_general, conv
+  kStateful = 1u << 4,           // rng, variable reads and assigns: never CSE'd or reordered
+  kView = 1u << 5,               // the eager kernel returns a view of its input, no copy
+  kCreation = 1u << 6,           // no tensor inputs (iota, rng, constant)
   kNotDifferentiable = 1u << 7,  // a deliberate "no VJP" mark (compare, argmax, integer ops)
   kCommutative = 1u << 8,
 };
@@ -30,8 +30,9 @@ enum OpFlags : uint32_t {
 class OpDef;
 
 // Output types from input types and attributes. Must work for every input it accepts and
-// raise kiln::Error (naming the op, shapes and dtypes) for everything else.
-using InferFn = std::vector<TensorType> (*)(std::span<const TensorType> inputs, const Attrs& attrs);
+// raise kiln::Error (naming the op -- op.name() --, shapes and dtypes) for everything else.
+using InferFn = std::vector<TensorType> (*)(const OpDef& op, std::span<const TensorType> inputs,
+                                            const Attrs& attrs);
 // Runs the op on concrete tensors of one device; `out` are the inferred output types.
 using KernelFn = std::vector<Tensor> (*)(std::span<const Tensor> inputs, const Attrs& attrs,
                                          std::span<const TensorType> out);
@@ -113,7 +114,9 @@ class Registry {
   std::map<std::string, std::unique_ptr<OpDef>> ops_;
 };
 
-inline Registry& registry() { return Registry::instance(); }
+inline Registry& registry() {
+  return Registry::instance();
+}
 
 namespace detail {
 struct Registrar {

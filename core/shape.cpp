@@ -10,11 +10,14 @@ namespace kiln {
 
 int64_t Shape::numel() const {
   int64_t n = 1;
-  for (int64_t d : dims_) n *= d;
+  for (int64_t d : dims_)
+    n *= d;
   return n;
 }
 
-std::string Shape::str() const { return fmt::format("[{}]", fmt::join(dims_, ",")); }
+std::string Shape::str() const {
+  return fmt::format("[{}]", fmt::join(dims_, ","));
+}
 
 Strides contiguous_strides(const Shape& shape) {
   Strides s(shape.size());
@@ -49,13 +52,15 @@ int64_t normalize_axis(int64_t axis, int64_t rank, const char* op) {
 std::vector<int64_t> normalize_axes(std::span<const int64_t> axes, int64_t rank, const char* op) {
   std::vector<int64_t> out;
   if (axes.empty()) {
-    for (int64_t i = 0; i < rank; ++i) out.push_back(i);
+    for (int64_t i = 0; i < rank; ++i)
+      out.push_back(i);
     return out;
   }
-  for (int64_t a : axes) out.push_back(normalize_axis(a, rank, op));
+  for (int64_t a : axes)
+    out.push_back(normalize_axis(a, rank, op));
   std::sort(out.begin(), out.end());
-  KILN_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(),
-             "{}: repeated axis in [{}]", op, fmt::join(axes, ","));
+  KILN_CHECK(std::adjacent_find(out.begin(), out.end()) == out.end(), "{}: repeated axis in [{}]",
+             op, fmt::join(axes, ","));
   return out;
 }
 

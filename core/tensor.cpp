@@ -15,8 +15,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   impl->dtype = dtype;
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
-  impl->storage = std::make_shared<StorageImpl>(
-      static_cast<size_t>(shape.numel()) * size_of(dtype), device);
+  impl->storage =
+      std::make_shared<StorageImpl>(static_cast<size_t>(shape.numel()) * size_of(dtype), device);
   return Tensor(std::move(impl));
 }
 
@@ -84,7 +84,9 @@ void Tensor::copy_out(void* dst, DType to) const {
   if (c.numel() > 0) std::memcpy(dst, c.raw_data(), c.numel() * size_of(to));
 }
 
-Tensor Tensor::to(DType dtype) const { return cast(*this, dtype); }
+Tensor Tensor::to(DType dtype) const {
+  return cast(*this, dtype);
+}
 
 Tensor Tensor::to(Device device) const {
   KILN_CHECK(device == this->device(), "to: device {} is not available in this build ({})",
@@ -92,12 +94,15 @@ Tensor Tensor::to(Device device) const {
   return *this;
 }
 
-Tensor Tensor::reshape(const Shape& shape) const { return kiln::reshape(*this, shape); }
+Tensor Tensor::reshape(const Shape& shape) const {
+  return kiln::reshape(*this, shape);
+}
 
 Tensor Tensor::transpose() const {
   KILN_CHECK(rank() >= 2, "transpose: needs rank >= 2, got {}", type_str());
   std::vector<int64_t> perm(rank());
-  for (int64_t i = 0; i < rank(); ++i) perm[i] = i;
+  for (int64_t i = 0; i < rank(); ++i)
+    perm[i] = i;
   std::swap(perm[rank() - 1], perm[rank() - 2]);
   return kiln::transpose(*this, std::move(perm));
 }
@@ -129,7 +134,7 @@ Tensor Tensor::contiguous() const {
 }
 
 DType Scalar::weak_dtype_with(DType t) const {
-  if (kind_ == Kind::floating && !is_floating(t)) return DType::f32;
+  if (kind_ == Kind::floating && !kiln::is_floating(t)) return DType::f32;
   if (kind_ == Kind::integral && t == DType::boolean) return DType::i32;
   return t;
 }
@@ -151,8 +156,14 @@ Tensor from_buffer(const void* data, const Shape& shape, DType dtype) {
   return t;
 }
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << to_string(t); }
-std::ostream& operator<<(std::ostream& os, DType t) { return os << name(t); }
-std::ostream& operator<<(std::ostream& os, const Shape& s) { return os << s.str(); }
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  return os << to_string(t);
+}
+std::ostream& operator<<(std::ostream& os, DType t) {
+  return os << name(t);
+}
+std::ostream& operator<<(std::ostream& os, const Shape& s) {
+  return os << s.str();
+}
 
 }  // namespace kiln

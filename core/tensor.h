@@ -109,7 +109,7 @@ class Tensor {
 
  private:
   const TensorImpl& impl() const {
-    KILN_ASSERT(impl_, "use of an undefined Tensor");
+    KILN_CHECK(impl_ != nullptr, "tensor: use of an undefined Tensor");
     return *impl_;
   }
   void check_readable(const char* what) const;
@@ -122,8 +122,8 @@ class Tensor {
 class Scalar {
  public:
   template <class T>
-    requires std::is_arithmetic_v<T>
-  Scalar(T v) {  // NOLINT(google-explicit-constructor): scalars convert implicitly
+  requires std::is_arithmetic_v<T> Scalar(
+      T v) {  // NOLINT(google-explicit-constructor): scalars convert implicitly
     if constexpr (std::is_same_v<T, bool>) {
       kind_ = Kind::boolean;
       i_ = v;
@@ -170,7 +170,8 @@ std::vector<T> Tensor::to_vector() const {
   if constexpr (std::is_same_v<T, bool>) {
     std::vector<uint8_t> tmp(out.size());
     copy_out(tmp.data(), DType::boolean);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = tmp[i] != 0;
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = tmp[i] != 0;
   } else {
     copy_out(out.data(), dtype_v<T>);
   }
@@ -208,7 +209,8 @@ void flatten_init(std::initializer_list<U> list, std::vector<T>& out, std::vecto
   KILN_CHECK(dims[depth] == static_cast<int64_t>(list.size()),
              "tensor: ragged nested list: dim {} has {} and {} entries", depth, dims[depth],
              list.size());
-  for (const auto& x : list) flatten_init<T>(x, out, dims, depth + 1);
+  for (const auto& x : list)
+    flatten_init<T>(x, out, dims, depth + 1);
 }
 template <class T>
 using host_t = std::conditional_t<std::is_same_v<T, long long>, int64_t, T>;
@@ -216,8 +218,7 @@ using host_t = std::conditional_t<std::is_same_v<T, long long>, int64_t, T>;
 
 // kiln::tensor(3.f), kiln::tensor({1, 2}), kiln::tensor({{1.f, 2.f}, {3.f, 4.f}}), ...
 template <class T>
-  requires std::is_arithmetic_v<T>
-Tensor tensor(T v) {
+requires std::is_arithmetic_v<T> Tensor tensor(T v) {
   return from_vector<detail::host_t<T>>({static_cast<detail::host_t<T>>(v)}, Shape{});
 }
 template <class T>

@@ -13,7 +13,9 @@
 namespace kiln::cpu {
 
 // A fresh contiguous CPU tensor of the given type.
-inline Tensor alloc(const TensorType& t) { return Tensor::empty(t.shape, t.dtype); }
+inline Tensor alloc(const TensorType& t) {
+  return Tensor::empty(t.shape, t.dtype);
+}
 
 // `t` made dense and row-major, without going through dispatch (kernels never record).
 inline Tensor dense(const Tensor& t) {

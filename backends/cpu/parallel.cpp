@@ -19,6 +19,8 @@ const int g_threads = configured_threads();
 
 }  // namespace
 
-int num_threads() { return g_threads; }
+int num_threads() {
+  return g_threads;
+}
 
 }  // namespace kiln::cpu

@@ -1,0 +1,253 @@
+// CPU kernels of conv2d, max_pool2d and avg_pool2d (NHWC, filter HWIO, TensorFlow padding).
+// f32 runs cached oneDNN primitives; the filter is reordered into the layout oneDNN's
+// fastest convolution asks for (a cached reorder primitive). Other dtypes, and shapes oneDNN
+// refuses, run direct loops parallel over output rows.
+
+#include <algorithm>
+#include <limits>
+#include <type_traits>
+
+#include <kiln/backends/cpu/kernel_util.h>
+#include <kiln/backends/cpu/onednn.h>
+#include <kiln/backends/cpu/parallel.h>
+
+namespace kiln::cpu {
+namespace {
+
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+// The geometry of one windowed op along H and W.
+struct Window {
+  int64_t N, H, W, C;      // input
+  int64_t OH, OW;          // output
+  int64_t KH, KW;          // window
+  int64_t SH, SW;          // strides
+  int64_t DH = 1, DW = 1;  // dilations
+  int64_t PT = 0, PL = 0;  // padding before (top, left)
+  int64_t PB = 0, PR = 0;  // padding after
+};
+
+// TensorFlow's padding: SAME pads max((out-1)*s + eff - in, 0), the smaller half before.
+void set_padding(Window& g, const std::string& padding) {
+  if (padding != "SAME") return;
+  const int64_t th = std::max<int64_t>((g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1 - g.H, 0);
+  const int64_t tw = std::max<int64_t>((g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1 - g.W, 0);
+  g.PT = th / 2;
+  g.PB = th - g.PT;
+  g.PL = tw / 2;
+  g.PR = tw - g.PL;
+}
+
+Window geometry(const Tensor& x, const TensorType& out, int64_t kh, int64_t kw, const Attrs& a) {
+  Window g;
+  g.N = x.dim(0);
+  g.H = x.dim(1);
+  g.W = x.dim(2);
+  g.C = x.dim(3);
+  g.OH = out.shape[1];
+  g.OW = out.shape[2];
+  g.KH = kh;
+  g.KW = kw;
+  g.SH = a.ints("strides")[0];
+  g.SW = a.ints("strides")[1];
+  if (a.has("dilations")) {
+    g.DH = a.ints("dilations")[0];
+    g.DW = a.ints("dilations")[1];
+  }
+  set_padding(g, a.str("padding"));
+  return g;
+}
+
+std::string window_key(const Window& g) {
+  return dims_key(
+      {g.N, g.H, g.W, g.C, g.OH, g.OW, g.KH, g.KW, g.SH, g.SW, g.DH, g.DW, g.PT, g.PL, g.PB, g.PR});
+}
+
+// ---- conv2d ------------------------------------------------------------------------------
+bool conv_onednn(const Window& g, int64_t O, const float* x, const float* w, float* y) {
+  const std::string key = "conv2d:f32:" + window_key(g) + ":" + std::to_string(O);
+  auto entry = onednn_cached(key, [&] {
+    auto& eng = onednn_engine();
+    dnnl::memory::desc src({g.N, g.C, g.H, g.W}, dt::f32, tag::nhwc);
+    dnnl::memory::desc wuser({O, g.C, g.KH, g.KW}, dt::f32, tag::hwio);
+    dnnl::memory::desc wany({O, g.C, g.KH, g.KW}, dt::f32, tag::any);
+    dnnl::memory::desc dst({g.N, O, g.OH, g.OW}, dt::f32, tag::nhwc);
+    dnnl::convolution_forward::desc d(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wany, dst,
+        {g.SH, g.SW}, {g.DH - 1, g.DW - 1}, {g.PT, g.PL}, {g.PB, g.PR});
+    dnnl::convolution_forward::primitive_desc pd(d, eng);
+    OneDnnEntry e;
+    e.prims.push_back(dnnl::convolution_forward(pd));
+    e.descs = {src, wuser, dst, pd.weights_desc()};
+    if (pd.weights_desc() != wuser)
+      e.prims.push_back(
+          dnnl::reorder(dnnl::reorder::primitive_desc(eng, wuser, eng, pd.weights_desc())));
+    return e;
+  });
+  if (!entry->ok) return false;
+  auto& eng = onednn_engine();
+  auto& s = onednn_stream();
+  dnnl::memory xm(entry->descs[0], eng, const_cast<float*>(x));
+  dnnl::memory wm(entry->descs[1], eng, const_cast<float*>(w));
+  dnnl::memory ym(entry->descs[2], eng, y);
+  if (entry->prims.size() > 1) {
+    dnnl::memory wr(entry->descs[3], eng);
+    entry->prims[1].execute(s, {{DNNL_ARG_FROM, wm}, {DNNL_ARG_TO, wr}});
+    wm = wr;
+  }
+  entry->prims[0].execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+  s.wait();
+  return true;
+}
+
+template <class T>
+void conv_loops(const Window& g, int64_t O, const T* x, const T* w, T* y) {
+  using Acc = std::conditional_t<std::is_same_v<T, bool>, int64_t, T>;
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.OW * O * g.C));
+  parallel_for(g.N * g.OH, grain, [&](int64_t begin, int64_t end) {
+    std::vector<Acc> acc(static_cast<size_t>(O));
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        std::fill(acc.begin(), acc.end(), Acc{});
+        for (int64_t kh = 0; kh < g.KH; ++kh) {
+          const int64_t ih = oh * g.SH + kh * g.DH - g.PT;
+          if (ih < 0 || ih >= g.H) continue;
+          for (int64_t kw = 0; kw < g.KW; ++kw) {
+            const int64_t iw = ow * g.SW + kw * g.DW - g.PL;
+            if (iw < 0 || iw >= g.W) continue;
+            const T* xp = x + ((n * g.H + ih) * g.W + iw) * g.C;
+            const T* wp = w + (kh * g.KW + kw) * g.C * O;
+            for (int64_t c = 0; c < g.C; ++c) {
+              const Acc xv = static_cast<Acc>(xp[c]);
+              const T* wr = wp + c * O;
+              for (int64_t o = 0; o < O; ++o)
+                acc[static_cast<size_t>(o)] += xv * static_cast<Acc>(wr[o]);
+            }
+          }
+        }
+        T* yp = y + ((n * g.OH + oh) * g.OW + ow) * O;
+        for (int64_t o = 0; o < O; ++o)
+          yp[o] = static_cast<T>(acc[static_cast<size_t>(o)]);
+      }
+    }
+  });
+}
+
+std::vector<Tensor> conv2d_kernel(std::span<const Tensor> in, const Attrs& a,
+                                  std::span<const TensorType> out_types) {
+  const Tensor x = dense(in[0]), w = dense(in[1]);
+  Tensor y = alloc(out_types[0]);
+  if (y.numel() == 0) return {y};
+  const Window g = geometry(x, out_types[0], w.dim(0), w.dim(1), a);
+  const int64_t O = w.dim(3);
+  if (y.dtype() == DType::f32 && x.numel() > 0 &&
+      conv_onednn(g, O, x.data<float>(), w.data<float>(), y.mutable_data<float>()))
+    return {y};
+  visit_dtype(y.dtype(), [&](auto t) {
+    using T = typename decltype(t)::type;
+    conv_loops<T>(g, O, x.data<T>(), w.data<T>(), y.mutable_data<T>());
+  });
+  return {y};
+}
+
+// ---- pooling -----------------------------------------------------------------------------
+bool pool_onednn(const Window& g, bool is_max, const float* x, float* y) {
+  const std::string key =
+      std::string(is_max ? "max_pool2d" : "avg_pool2d") + ":f32:" + window_key(g);
+  auto entry = onednn_cached(key, [&] {
+    dnnl::memory::desc src({g.N, g.C, g.H, g.W}, dt::f32, tag::nhwc);
+    dnnl::memory::desc dst({g.N, g.C, g.OH, g.OW}, dt::f32, tag::nhwc);
+    dnnl::pooling_forward::desc d(
+        dnnl::prop_kind::forward_inference,
+        is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding, src,
+        dst, {g.SH, g.SW}, {g.KH, g.KW}, {g.PT, g.PL}, {g.PB, g.PR});
+    dnnl::pooling_forward::primitive_desc pd(d, onednn_engine());
+    OneDnnEntry e;
+    e.prims.push_back(dnnl::pooling_forward(pd));
+    e.descs = {src, dst};
+    return e;
+  });
+  if (!entry->ok) return false;
+  auto& eng = onednn_engine();
+  auto& s = onednn_stream();
+  dnnl::memory xm(entry->descs[0], eng, const_cast<float*>(x));
+  dnnl::memory ym(entry->descs[1], eng, y);
+  entry->prims[0].execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_DST, ym}});
+  s.wait();
+  return true;
+}
+
+// Integer averages truncate toward zero.
+template <class T>
+void pool_loops(const Window& g, bool is_max, const T* x, T* y) {
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.OW * g.C * g.KH * g.KW));
+  parallel_for(g.N * g.OH, grain, [&](int64_t begin, int64_t end) {
+    std::vector<double> sum(static_cast<size_t>(g.C));
+    std::vector<T> mx(static_cast<size_t>(g.C));
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t n = r / g.OH, oh = r % g.OH;
+      const int64_t h0 = std::max<int64_t>(oh * g.SH - g.PT, 0);
+      const int64_t h1 = std::min<int64_t>(oh * g.SH - g.PT + g.KH, g.H);
+      for (int64_t ow = 0; ow < g.OW; ++ow) {
+        const int64_t w0 = std::max<int64_t>(ow * g.SW - g.PL, 0);
+        const int64_t w1 = std::min<int64_t>(ow * g.SW - g.PL + g.KW, g.W);
+        std::fill(sum.begin(), sum.end(), 0.0);
+        std::fill(mx.begin(), mx.end(), std::numeric_limits<T>::lowest());
+        if constexpr (std::is_floating_point_v<T>)
+          std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
+        for (int64_t ih = h0; ih < h1; ++ih)
+          for (int64_t iw = w0; iw < w1; ++iw) {
+            const T* xp = x + ((n * g.H + ih) * g.W + iw) * g.C;
+            if (is_max) {
+              for (int64_t c = 0; c < g.C; ++c) {
+                // NaN propagates, as in TensorFlow.
+                if (!(xp[c] <= mx[static_cast<size_t>(c)])) mx[static_cast<size_t>(c)] = xp[c];
+              }
+            } else {
+              for (int64_t c = 0; c < g.C; ++c)
+                sum[static_cast<size_t>(c)] += static_cast<double>(xp[c]);
+            }
+          }
+        T* yp = y + ((n * g.OH + oh) * g.OW + ow) * g.C;
+        const double count = static_cast<double>(std::max<int64_t>((h1 - h0) * (w1 - w0), 1));
+        for (int64_t c = 0; c < g.C; ++c)
+          yp[c] = is_max ? mx[static_cast<size_t>(c)]
+                         : static_cast<T>(sum[static_cast<size_t>(c)] / count);
+      }
+    }
+  });
+}
+
+template <bool IsMax>
+std::vector<Tensor> pool_kernel(std::span<const Tensor> in, const Attrs& a,
+                                std::span<const TensorType> out_types) {
+  const Tensor x = dense(in[0]);
+  Tensor y = alloc(out_types[0]);
+  if (y.numel() == 0) return {y};
+  const auto& win = a.ints("window");
+  const Window g = geometry(x, out_types[0], win[0], win[1], a);
+  if (y.dtype() == DType::f32 && pool_onednn(g, IsMax, x.data<float>(), y.mutable_data<float>()))
+    return {y};
+  visit_dtype(y.dtype(), [&](auto t) {
+    using T = typename decltype(t)::type;
+    if constexpr (std::is_same_v<T, bool>) {
+      KILN_ASSERT(false, "pooling on bool should have been rejected by inference");
+    } else {
+      pool_loops<T>(g, IsMax, x.data<T>(), y.mutable_data<T>());
+    }
+  });
+  return {y};
+}
+
+}  // namespace
+
+KILN_STATIC_INIT {
+  register_cpu_kernel("conv2d", conv2d_kernel);
+  register_cpu_kernel("max_pool2d", pool_kernel<true>);
+  register_cpu_kernel("avg_pool2d", pool_kernel<false>);
+};
+
+}  // namespace kiln::cpu

@@ -1,0 +1,198 @@
+// Contractions and windowed ops: matmul (DESIGN's dot_general), conv2d, max_pool2d and
+// avg_pool2d. Shape inference and the public entry points live here; the CPU kernels are in
+// backends/cpu/linalg.cpp and backends/cpu/conv.cpp.
+
+#include <string>
+
+#include <fmt/ranges.h>
+
+#include <kiln/core/dispatch.h>
+#include <kiln/core/ops.h>
+#include <kiln/core/registry.h>
+
+namespace kiln {
+namespace {
+
+std::string tstr(const TensorType& t) {
+  return fmt::format("{}{}", name(t.dtype), t.shape.str());
+}
+
+// ---- matmul ------------------------------------------------------------------------------
+// NumPy semantics: a 1-D operand is promoted to a matrix ([K] -> [1,K] for a, [K,1] for b) and
+// the added dim dropped from the result; batch dims broadcast.
+std::vector<TensorType> infer_matmul(const OpDef&, std::span<const TensorType> in, const Attrs&) {
+  const TensorType& a = in[0];
+  const TensorType& b = in[1];
+  KILN_CHECK(a.shape.rank() >= 1 && b.shape.rank() >= 1,
+             "matmul: operands must have rank >= 1: a {} vs b {}", tstr(a), tstr(b));
+  KILN_CHECK(a.dtype == b.dtype, "matmul: operands have different dtypes: a {} vs b {}", tstr(a),
+             tstr(b));
+  const int64_t ra = a.shape.rank(), rb = b.shape.rank();
+  const int64_t ka = a.shape[static_cast<size_t>(ra - 1)];
+  const int64_t kb = rb == 1 ? b.shape[0] : b.shape[static_cast<size_t>(rb - 2)];
+  KILN_CHECK(ka == kb, "matmul: inner dimensions differ: a {} vs b {}", tstr(a), tstr(b));
+  Shape batch_a(std::vector<int64_t>(a.shape.begin(), a.shape.end() - std::min<int64_t>(ra, 2)));
+  Shape batch_b(std::vector<int64_t>(b.shape.begin(), b.shape.end() - std::min<int64_t>(rb, 2)));
+  for (int64_t i = 1; i <= std::min(batch_a.rank(), batch_b.rank()); ++i) {
+    const int64_t da = batch_a[static_cast<size_t>(batch_a.rank() - i)];
+    const int64_t db = batch_b[static_cast<size_t>(batch_b.rank() - i)];
+    KILN_CHECK(da == db || da == 1 || db == 1,
+               "matmul: batch dimensions do not broadcast: a {} vs b {}", tstr(a), tstr(b));
+  }
+  Shape out = broadcast_shapes(batch_a, batch_b, "matmul");
+  if (ra >= 2) out.push_back(a.shape[static_cast<size_t>(ra - 2)]);
+  if (rb >= 2) out.push_back(b.shape[static_cast<size_t>(rb - 1)]);
+  return {TensorType{a.dtype, out}};
+}
+
+// ---- windows (conv and pooling) ----------------------------------------------------------
+void check_pair(const Attrs& a, const char* attr, const char* op, const std::string& what) {
+  const auto& v = a.ints(attr);
+  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
+             "{}: {} must be two positive integers, got [{}] ({})", op, attr, fmt::join(v, ","),
+             what);
+}
+
+// TensorFlow's output size: SAME keeps ceil(in/stride), VALID only full windows.
+int64_t window_out(int64_t in, int64_t k, int64_t stride, int64_t dil, const std::string& pad) {
+  const int64_t eff = (k - 1) * dil + 1;
+  if (pad == "SAME") return (in + stride - 1) / stride;
+  return in >= eff ? (in - eff) / stride + 1 : 0;
+}
+
+void check_padding(const Attrs& a, const char* op) {
+  const std::string& p = a.str("padding");
+  KILN_CHECK(p == "SAME" || p == "VALID", "{}: padding must be SAME or VALID, got '{}'", op, p);
+}
+
+std::vector<TensorType> infer_conv2d(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
+  const TensorType& x = in[0];
+  const TensorType& w = in[1];
+  const std::string what = fmt::format("x {}, filter {}", tstr(x), tstr(w));
+  KILN_CHECK(x.shape.rank() == 4, "conv2d: x must be NHWC (rank 4): {}", what);
+  KILN_CHECK(w.shape.rank() == 4, "conv2d: filter must be HWIO (rank 4): {}", what);
+  KILN_CHECK(x.dtype == w.dtype, "conv2d: operands have different dtypes: {}", what);
+  KILN_CHECK(x.shape[3] == w.shape[2],
+             "conv2d: input channels differ: x has {}, filter expects {}: {}", x.shape[3],
+             w.shape[2], what);
+  check_pair(a, "strides", "conv2d", what);
+  check_pair(a, "dilations", "conv2d", what);
+  check_padding(a, "conv2d");
+  const auto& s = a.ints("strides");
+  const auto& d = a.ints("dilations");
+  const std::string& pad = a.str("padding");
+  const int64_t oh = window_out(x.shape[1], w.shape[0], s[0], d[0], pad);
+  const int64_t ow = window_out(x.shape[2], w.shape[1], s[1], d[1], pad);
+  KILN_CHECK(pad == "SAME" || (oh > 0 && ow > 0),
+             "conv2d: the (dilated) filter is larger than the VALID-padded input: {}", what);
+  return {TensorType{x.dtype, Shape{x.shape[0], oh, ow, w.shape[3]}}};
+}
+
+std::vector<TensorType> infer_pool(const OpDef& def, std::span<const TensorType> in,
+                                   const Attrs& a) {
+  const char* Op = def.name().c_str();
+  const TensorType& x = in[0];
+  const std::string what = fmt::format("x {}", tstr(x));
+  KILN_CHECK(x.shape.rank() == 4, "{}: x must be NHWC (rank 4): {}", Op, what);
+  KILN_CHECK(x.dtype != DType::boolean, "{}: bool input is not supported: {}", Op, what);
+  check_pair(a, "window", Op, what);
+  check_pair(a, "strides", Op, what);
+  check_padding(a, Op);
+  const auto& k = a.ints("window");
+  const auto& s = a.ints("strides");
+  const std::string& pad = a.str("padding");
+  const int64_t oh = window_out(x.shape[1], k[0], s[0], 1, pad);
+  const int64_t ow = window_out(x.shape[2], k[1], s[1], 1, pad);
+  KILN_CHECK(pad == "SAME" || (oh > 0 && ow > 0),
+             "{}: window [{},{}] is larger than the VALID-padded input: {}", Op, k[0], k[1], what);
+  return {TensorType{x.dtype, Shape{x.shape[0], oh, ow, x.shape[3]}}};
+}
+
+constexpr char kMaxPool[] = "max_pool2d";
+constexpr char kAvgPool[] = "avg_pool2d";
+
+const char* padding_str(Padding p) {
+  return p == Padding::same ? "SAME" : "VALID";
+}
+
+void check_public_pair(const std::vector<int64_t>& v, const char* attr, const char* op,
+                       const Tensor& x) {
+  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
+             "{}: {} must be two positive integers, got [{}] (x {})", op, attr, fmt::join(v, ","),
+             x.type_str());
+}
+
+}  // namespace
+
+KILN_STATIC_INIT {
+  registry()
+      .mutable_op("matmul")
+      .set_num_inputs(2)
+      .set_flags(kContraction)
+      .set_infer(infer_matmul)
+      .set_doc("Batched matrix product with NumPy semantics (1-D operands, broadcast batch dims).");
+  registry()
+      .mutable_op("conv2d")
+      .set_num_inputs(2)
+      .set_flags(kContraction)
+      .set_infer(infer_conv2d)
+      .set_doc("2-D convolution, x NHWC, filter HWIO; attrs strides, dilations, padding.");
+  registry()
+      .mutable_op(kMaxPool)
+      .set_num_inputs(1)
+      .set_infer(infer_pool)
+      .set_doc("Max pooling over NHWC; attrs window, strides, padding.");
+  registry()
+      .mutable_op(kAvgPool)
+      .set_num_inputs(1)
+      .set_infer(infer_pool)
+      .set_doc("Average pooling over NHWC excluding padding; attrs window, strides, padding.");
+};
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  static const OpDef& op = registry().op("matmul");
+  if (a.dtype() != b.dtype()) {
+    const DType t = promote(a.dtype(), b.dtype());
+    return dispatch1(op, {cast(a, t), cast(b, t)});
+  }
+  return dispatch1(op, {a, b});
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& filter, std::vector<int64_t> strides, Padding padding,
+              std::vector<int64_t> dilations) {
+  static const OpDef& op = registry().op("conv2d");
+  check_public_pair(strides, "strides", "conv2d", x);
+  check_public_pair(dilations, "dilations", "conv2d", x);
+  Attrs attrs{{"strides", std::move(strides)},
+              {"dilations", std::move(dilations)},
+              {"padding", std::string(padding_str(padding))}};
+  if (x.dtype() != filter.dtype()) {
+    const DType t = promote(x.dtype(), filter.dtype());
+    return dispatch1(op, {cast(x, t), cast(filter, t)}, attrs);
+  }
+  return dispatch1(op, {x, filter}, attrs);
+}
+
+namespace {
+Tensor pool(const char* name, const Tensor& x, std::vector<int64_t> window,
+            std::vector<int64_t> strides, Padding padding) {
+  check_public_pair(window, "window", name, x);
+  check_public_pair(strides, "strides", name, x);
+  Attrs attrs{{"window", std::move(window)},
+              {"strides", std::move(strides)},
+              {"padding", std::string(padding_str(padding))}};
+  return dispatch1(registry().op(name), {x}, attrs);
+}
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, std::vector<int64_t> window, std::vector<int64_t> strides,
+                  Padding padding) {
+  return pool(kMaxPool, x, std::move(window), std::move(strides), padding);
+}
+
+Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> window, std::vector<int64_t> strides,
+                  Padding padding) {
+  return pool(kAvgPool, x, std::move(window), std::move(strides), padding);
+}
+
+}  // namespace kiln

@@ -1,0 +1,292 @@
+// Movement primitives (reshape, transpose, broadcast_to, slice, pad, concatenate, gather,
+// scatter_add) with their inference, and the composites built on them (squeeze, expand_dims,
+// stack, split, one_hot).
+
+#include <algorithm>
+#include <numeric>
+
+#include <kiln/core/dispatch.h>
+#include <kiln/core/ops.h>
+
+namespace kiln {
+namespace {
+
+std::string type_str(const TensorType& t) {
+  return fmt::format("{}{}", name(t.dtype), t.shape.str());
+}
+
+std::vector<TensorType> infer_reshape(const OpDef&, std::span<const TensorType> in,
+                                      const Attrs& a) {
+  Shape s(a.ints("shape"));
+  KILN_CHECK(s.numel() == in[0].shape.numel(),
+             "reshape: cannot reshape {} ({} elements) into {} ({} elements)", type_str(in[0]),
+             in[0].shape.numel(), s.str(), s.numel());
+  return {{in[0].dtype, s}};
+}
+
+std::vector<TensorType> infer_transpose(const OpDef&, std::span<const TensorType> in,
+                                        const Attrs& a) {
+  const auto& perm = a.ints("perm");
+  const int64_t r = in[0].shape.rank();
+  KILN_CHECK(static_cast<int64_t>(perm.size()) == r,
+             "transpose: permutation [{}] has {} entries for {} of rank {}", fmt::join(perm, ","),
+             perm.size(), type_str(in[0]), r);
+  std::vector<bool> seen(r, false);
+  Shape out;
+  for (int64_t p : perm) {
+    KILN_CHECK(p >= 0 && p < r && !seen[p], "transpose: [{}] is not a permutation of {} axes ({})",
+               fmt::join(perm, ","), r, type_str(in[0]));
+    seen[p] = true;
+    out.push_back(in[0].shape[p]);
+  }
+  return {{in[0].dtype, out}};
+}
+
+std::vector<TensorType> infer_broadcast(const OpDef&, std::span<const TensorType> in,
+                                        const Attrs& a) {
+  Shape target(a.ints("shape"));
+  const Shape& s = in[0].shape;
+  bool ok = s.size() <= target.size();
+  for (size_t i = 0; ok && i < s.size(); ++i) {
+    const int64_t d = s[s.size() - 1 - i], t = target[target.size() - 1 - i];
+    ok = d == t || d == 1;
+  }
+  KILN_CHECK(ok, "broadcast_to: cannot broadcast {} to shape {}", type_str(in[0]), target.str());
+  return {{in[0].dtype, target}};
+}
+
+std::vector<TensorType> infer_slice(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
+  const int64_t axis = a.i("axis"), start = a.i("start"), stop = a.i("stop"), step = a.i("step");
+  Shape s = in[0].shape;
+  KILN_CHECK(axis >= 0 && axis < s.rank(), "slice: axis {} is out of range for {}", axis,
+             type_str(in[0]));
+  KILN_CHECK(step > 0, "slice: step must be positive, got {} (for {})", step, type_str(in[0]));
+  KILN_CHECK(0 <= start && start <= stop && stop <= s[axis],
+             "slice: [{}:{}] is out of range for dim {} of size {} in {}", start, stop, axis,
+             s[axis], type_str(in[0]));
+  s[axis] = (stop - start + step - 1) / step;
+  return {{in[0].dtype, s}};
+}
+
+std::vector<TensorType> infer_pad(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
+  const auto& pads = a.ints("pads");
+  Shape s = in[0].shape;
+  KILN_CHECK(static_cast<int64_t>(pads.size()) == 2 * s.rank(),
+             "pad: needs one (before, after) pair per dim: {} pairs for {}", pads.size() / 2,
+             type_str(in[0]));
+  for (int64_t d = 0; d < s.rank(); ++d) {
+    KILN_CHECK(pads[2 * d] >= 0 && pads[2 * d + 1] >= 0,
+               "pad: negative padding ({}, {}) on dim {} of {}", pads[2 * d], pads[2 * d + 1], d,
+               type_str(in[0]));
+    s[d] += pads[2 * d] + pads[2 * d + 1];
+  }
+  return {{in[0].dtype, s}};
+}
+
+std::vector<TensorType> infer_concat(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
+  KILN_CHECK(!in.empty(), "concat: needs at least one tensor");
+  const int64_t axis = a.i("axis");
+  Shape s = in[0].shape;
+  KILN_CHECK(axis >= 0 && axis < s.rank(), "concat: axis {} is out of range for {}", axis,
+             type_str(in[0]));
+  for (size_t i = 1; i < in.size(); ++i) {
+    bool ok = in[i].shape.rank() == s.rank() && in[i].dtype == in[0].dtype;
+    for (int64_t d = 0; ok && d < s.rank(); ++d)
+      ok = d == axis || in[i].shape[d] == s[d];
+    KILN_CHECK(ok, "concat: tensor {} is {}, which does not match {} outside axis {}", i,
+               type_str(in[i]), type_str(in[0]), axis);
+    s[axis] += in[i].shape[axis];
+  }
+  return {{in[0].dtype, s}};
+}
+
+std::vector<TensorType> infer_gather(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
+  const int64_t axis = a.i("axis");
+  const Shape& x = in[0].shape;
+  KILN_CHECK(axis >= 0 && axis < x.rank(), "gather: axis {} is out of range for {}", axis,
+             type_str(in[0]));
+  KILN_CHECK(in[1].dtype == DType::i32 || in[1].dtype == DType::i64,
+             "gather: indices must be i32 or i64, got {}", type_str(in[1]));
+  Shape s;
+  for (int64_t d = 0; d < axis; ++d)
+    s.push_back(x[d]);
+  for (int64_t d : in[1].shape)
+    s.push_back(d);
+  for (int64_t d = axis + 1; d < x.rank(); ++d)
+    s.push_back(x[d]);
+  return {{in[0].dtype, s}};
+}
+
+std::vector<TensorType> infer_scatter_add(const OpDef& op, std::span<const TensorType> in,
+                                          const Attrs& a) {
+  auto expected = infer_gather(op, in.first(2), a)[0];
+  KILN_CHECK(in[2].dtype == in[0].dtype && in[2].shape == expected.shape,
+             "scatter_add: updates must be {}, got {} (x {}, indices {})", type_str(expected),
+             type_str(in[2]), type_str(in[0]), type_str(in[1]));
+  return {in[0]};
+}
+
+KILN_STATIC_INIT {
+  auto& r = registry();
+  r.mutable_op("reshape").set_num_inputs(1).set_infer(infer_reshape).set_flags(kMovement | kView);
+  r.mutable_op("transpose")
+      .set_num_inputs(1)
+      .set_infer(infer_transpose)
+      .set_flags(kMovement | kView);
+  r.mutable_op("broadcast_to")
+      .set_num_inputs(1)
+      .set_infer(infer_broadcast)
+      .set_flags(kMovement | kView);
+  r.mutable_op("slice").set_num_inputs(1).set_infer(infer_slice).set_flags(kMovement | kView);
+  r.mutable_op("pad").set_num_inputs(1).set_infer(infer_pad).set_flags(kMovement);
+  r.mutable_op("concatenate").set_num_inputs(-1).set_infer(infer_concat).set_flags(kMovement);
+  r.mutable_op("gather").set_num_inputs(2).set_infer(infer_gather).set_flags(kMovement);
+  r.mutable_op("scatter_add").set_num_inputs(3).set_infer(infer_scatter_add).set_flags(kMovement);
+};
+
+#define KILN_OP(var, opname) static const OpDef& var = registry().op(opname)
+
+}  // namespace
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  KILN_OP(op, "reshape");
+  std::vector<int64_t> dims = shape.dims();
+  int64_t known = 1, infer_at = -1;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] == -1) {
+      KILN_CHECK(infer_at < 0, "reshape: more than one -1 in {} (reshaping {})", shape.str(),
+                 x.type_str());
+      infer_at = static_cast<int64_t>(i);
+    } else {
+      KILN_CHECK(dims[i] >= 0, "reshape: negative dim in {} (reshaping {})", shape.str(),
+                 x.type_str());
+      known *= dims[i];
+    }
+  }
+  if (infer_at >= 0) {
+    KILN_CHECK(known > 0 && x.numel() % known == 0,
+               "reshape: cannot reshape {} ({} elements) into {}", x.type_str(), x.numel(),
+               shape.str());
+    dims[infer_at] = x.numel() / known;
+  }
+  if (Shape(dims) == x.shape()) return x;
+  return dispatch1(op, {x}, Attrs{{"shape", std::move(dims)}});
+}
+
+Tensor transpose(const Tensor& x, std::vector<int64_t> perm) {
+  KILN_OP(op, "transpose");
+  for (auto& p : perm)
+    if (p < 0) p += x.rank();
+  bool identity = true;
+  for (size_t i = 0; i < perm.size(); ++i)
+    identity &= perm[i] == static_cast<int64_t>(i);
+  if (identity && static_cast<int64_t>(perm.size()) == x.rank()) return x;
+  return dispatch1(op, {x}, Attrs{{"perm", std::move(perm)}});
+}
+
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  KILN_OP(op, "broadcast_to");
+  if (x.shape() == shape) return x;
+  return dispatch1(op, {x}, Attrs{{"shape", shape.dims()}});
+}
+
+Tensor squeeze(const Tensor& x, int64_t axis) {
+  axis = normalize_axis(axis, x.rank(), "squeeze");
+  KILN_CHECK(x.dim(axis) == 1, "squeeze: dim {} of {} has size {}, not 1", axis, x.type_str(),
+             x.dim(axis));
+  std::vector<int64_t> dims = x.shape().dims();
+  dims.erase(dims.begin() + axis);
+  return reshape(x, Shape(std::move(dims)));
+}
+
+Tensor expand_dims(const Tensor& x, int64_t axis) {
+  axis = normalize_axis(axis, x.rank() + 1, "expand_dims");
+  std::vector<int64_t> dims = x.shape().dims();
+  dims.insert(dims.begin() + axis, 1);
+  return reshape(x, Shape(std::move(dims)));
+}
+
+Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t stop, int64_t step) {
+  KILN_OP(op, "slice");
+  axis = normalize_axis(axis, x.rank(), "slice");
+  const int64_t n = x.dim(axis);
+  KILN_CHECK(start >= -n && start <= n && stop >= -n && stop <= n,
+             "slice: [{}:{}] is out of range for dim {} of size {} in {}", start, stop, axis, n,
+             x.type_str());
+  if (start < 0) start += n;
+  if (stop < 0) stop += n;
+  if (start == 0 && stop == n && step == 1) return x;
+  return dispatch1(op, {x},
+                   Attrs{{"axis", axis}, {"start", start}, {"stop", stop}, {"step", step}});
+}
+
+Tensor concat(const std::vector<Tensor>& tensors, int64_t axis) {
+  KILN_OP(op, "concatenate");
+  KILN_CHECK(!tensors.empty(), "concat: needs at least one tensor");
+  if (tensors.size() == 1) return tensors[0];
+  DType t = tensors[0].dtype();
+  for (const auto& x : tensors)
+    t = promote(t, x.dtype());
+  std::vector<Tensor> in;
+  for (const auto& x : tensors)
+    in.push_back(cast(x, t));
+  axis = normalize_axis(axis, tensors[0].rank(), "concat");
+  return dispatch1(op, in, Attrs{{"axis", axis}});
+}
+
+Tensor stack(const std::vector<Tensor>& tensors, int64_t axis) {
+  KILN_CHECK(!tensors.empty(), "stack: needs at least one tensor");
+  for (const auto& x : tensors)
+    KILN_CHECK(x.shape() == tensors[0].shape(), "stack: shapes differ: {} vs {}",
+               tensors[0].type_str(), x.type_str());
+  axis = normalize_axis(axis, tensors[0].rank() + 1, "stack");
+  std::vector<Tensor> parts;
+  for (const auto& x : tensors)
+    parts.push_back(expand_dims(x, axis));
+  return concat(parts, axis);
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t n, int64_t axis) {
+  axis = normalize_axis(axis, x.rank(), "split");
+  KILN_CHECK(n > 0 && x.dim(axis) % n == 0, "split: dim {} of {} (size {}) does not split into {}",
+             axis, x.type_str(), x.dim(axis), n);
+  const int64_t size = x.dim(axis) / n;
+  std::vector<Tensor> out;
+  for (int64_t i = 0; i < n; ++i)
+    out.push_back(slice(x, axis, i * size, (i + 1) * size));
+  return out;
+}
+
+Tensor pad(const Tensor& x, std::vector<std::pair<int64_t, int64_t>> pads, Scalar value) {
+  KILN_OP(op, "pad");
+  std::vector<int64_t> flat;
+  for (auto [b, a] : pads) {
+    flat.push_back(b);
+    flat.push_back(a);
+  }
+  return dispatch1(op, {x}, Attrs{{"pads", std::move(flat)}, {"value", value.to_double()}});
+}
+
+Tensor gather(const Tensor& x, const Tensor& indices, int64_t axis) {
+  KILN_OP(op, "gather");
+  axis = normalize_axis(axis, x.rank(), "gather");
+  return dispatch1(op, {x, indices}, Attrs{{"axis", axis}});
+}
+
+Tensor scatter_add(const Tensor& x, const Tensor& indices, const Tensor& updates, int64_t axis) {
+  KILN_OP(op, "scatter_add");
+  axis = normalize_axis(axis, x.rank(), "scatter_add");
+  return dispatch1(op, {x, indices, cast(updates, x.dtype())}, Attrs{{"axis", axis}});
+}
+
+Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype) {
+  KILN_CHECK(!is_floating(indices.dtype()), "one_hot: indices must be integers, got {}",
+             indices.type_str());
+  KILN_CHECK(depth >= 0, "one_hot: negative depth {}", depth);
+  Shape s = indices.shape();
+  s.push_back(depth);
+  Tensor positions = iota(s, s.rank() - 1, indices.dtype());
+  return cast(equal(expand_dims(indices, -1), positions), dtype);
+}
+
+}  // namespace kiln
