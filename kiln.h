@@ -2,6 +2,8 @@
 // whole public API (DESIGN.md section 3).
 #pragma once
 
+#include <kiln/autograd/tape.h>
+#include <kiln/autograd/variable.h>
 #include <kiln/core/allocator.h>
 #include <kiln/core/device.h>
 #include <kiln/core/dispatch.h>

@@ -116,6 +116,18 @@ std::vector<Tensor> dispatch(const OpDef& op, std::span<const Tensor> inputs, co
   return out;
 }
 
+Tensor read_variable_through_hooks(VariableImpl& var, const Tensor& current) {
+  if (t_hooks.empty()) [[likely]]
+    return current;
+  const std::vector<DispatchHook*> hooks = t_hooks;
+  Tensor value = current;
+  for (size_t i = hooks.size(); i-- > 0;)
+    if (hooks[i]->redirect_variable_read(var, value)) break;
+  for (DispatchHook* h : hooks)
+    h->on_variable_read(var, value);
+  return value;
+}
+
 Tensor dispatch1(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs) {
   std::vector<Tensor> out = dispatch(op, inputs, attrs);
   KILN_ASSERT(out.size() == 1, "{}: expected one output, got {}", op.name(), out.size());

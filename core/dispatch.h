@@ -7,6 +7,8 @@
 
 namespace kiln {
 
+class VariableImpl;  // autograd/variable.h
+
 // A per-thread observer or redirector of op calls. A GradientTape observes (records each op
 // that touches a watched tensor); a tracer redirects (appends a graph node instead of
 // running a kernel). Hooks are stacked per thread; the innermost is asked first.
@@ -21,6 +23,11 @@ class DispatchHook {
   // Called after the op produced `outputs` (by a kernel or by an inner hook's redirect).
   virtual void observe(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs,
                        std::span<const Tensor> outputs) {}
+  // A Variable is being read. Return true after filling `value` to replace what the read
+  // returns (a tracer returns a captured symbolic reference).
+  virtual bool redirect_variable_read(VariableImpl& var, Tensor& value) { return false; }
+  // A Variable was read and gave `value` (a tape watches trainable variables' reads).
+  virtual void on_variable_read(VariableImpl& var, const Tensor& value) {}
 };
 
 // Installs a hook on this thread for the scope's lifetime (RAII).
@@ -58,6 +65,9 @@ inline Tensor dispatch1(const OpDef& op, std::initializer_list<Tensor> inputs,
                         const Attrs& attrs = {}) {
   return dispatch1(op, std::span<const Tensor>(inputs.begin(), inputs.size()), attrs);
 }
+
+// Reads a Variable's current value through the hooks: `current` is its stored value.
+Tensor read_variable_through_hooks(VariableImpl& var, const Tensor& current);
 
 // Runs inference only (no hooks, no kernel).
 std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,

@@ -11,7 +11,9 @@
 namespace kiln {
 namespace {
 
-std::string tstr(const TensorType& t) { return fmt::format("{}{}", name(t.dtype), t.shape.str()); }
+std::string tstr(const TensorType& t) {
+  return fmt::format("{}{}", name(t.dtype), t.shape.str());
+}
 
 // Checks the "axes" attribute (sorted, unique, in range): a tracer or the IR parser may hand
 // inference attributes that never went through normalize_axes.
@@ -42,7 +44,9 @@ Shape reduced_shape(const Shape& s, const std::vector<int64_t>& axes, bool keepd
 }
 
 // NumPy: sums and products of bool and integers accumulate in i64; floats keep their dtype.
-DType accumulate_dtype(DType t) { return is_floating(t) ? t : DType::i64; }
+DType accumulate_dtype(DType t) {
+  return is_floating(t) ? t : DType::i64;
+}
 
 template <bool kWidens, bool kNeedsElements>
 std::vector<TensorType> infer_reduce(const OpDef& op, std::span<const TensorType> in,
@@ -59,8 +63,7 @@ std::vector<TensorType> infer_reduce(const OpDef& op, std::span<const TensorType
   return {TensorType{dt, reduced_shape(x.shape, axes, a.b("keepdims"))}};
 }
 
-std::vector<TensorType> infer_arg(const OpDef& op, std::span<const TensorType> in,
-                                  const Attrs& a) {
+std::vector<TensorType> infer_arg(const OpDef& op, std::span<const TensorType> in, const Attrs& a) {
   const TensorType& x = in[0];
   const int64_t axis = a.i("axis");
   KILN_CHECK(axis >= 0 && axis < x.shape.rank(), "{}: axis {} is out of range for {} (rank {})",
@@ -131,11 +134,14 @@ Tensor arg_reduce(const char* op_name, const Tensor& x, int64_t axis) {
   return dispatch1(op, {x}, Attrs{{"axis", public_axes({axis}, x, op_name)[0]}});
 }
 
-Tensor as_float(const Tensor& x) { return is_floating(x.dtype()) ? x : cast(x, f32); }
+Tensor as_float(const Tensor& x) {
+  return is_floating(x.dtype()) ? x : cast(x, f32);
+}
 
 // Removes the (sorted, normalized) `axes` that a keepdims=true reduction left as size 1.
 Tensor drop_axes(Tensor t, const std::vector<int64_t>& axes) {
-  for (size_t i = axes.size(); i-- > 0;) t = squeeze(t, axes[i]);
+  for (size_t i = axes.size(); i-- > 0;)
+    t = squeeze(t, axes[i]);
   return t;
 }
 
@@ -177,8 +183,12 @@ Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdims) {
 Tensor min(const Tensor& x, std::vector<int64_t> axes, bool keepdims) {
   return reduce("reduce_min", "min", x, axes, keepdims);
 }
-Tensor argmax(const Tensor& x, int64_t axis) { return arg_reduce("argmax", x, axis); }
-Tensor argmin(const Tensor& x, int64_t axis) { return arg_reduce("argmin", x, axis); }
+Tensor argmax(const Tensor& x, int64_t axis) {
+  return arg_reduce("argmax", x, axis);
+}
+Tensor argmin(const Tensor& x, int64_t axis) {
+  return arg_reduce("argmin", x, axis);
+}
 
 Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdims) {
   const auto norm = public_axes(axes, x, "mean");
@@ -241,8 +251,8 @@ Tensor sparse_softmax_cross_entropy_with_logits(const Tensor& labels, const Tens
   KILN_CHECK(ok, "{}: labels {} must have the shape of logits {} without its last dim", op,
              labels.type_str(), logits.type_str());
   const int64_t depth = ls.back();
-  KILN_CHECK(depth >= 0 || labels.is_symbolic(),
-             "{}: the class dim of logits {} must be known", op, logits.type_str());
+  KILN_CHECK(depth >= 0 || labels.is_symbolic(), "{}: the class dim of logits {} must be known", op,
+             logits.type_str());
   if (!labels.is_symbolic()) {
     for (int64_t v : labels.to_vector<int64_t>())
       KILN_CHECK(v >= 0 && v < depth, "{}: label {} is out of range [0, {}) for logits {}", op, v,

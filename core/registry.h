@@ -29,6 +29,14 @@ enum OpFlags : uint32_t {
 
 class OpDef;
 
+// What a VJP rule reads, so a tape keeps only that alive (shapes and dtypes are always kept).
+enum VjpNeeds : uint32_t {
+  kVjpNeedsNothing = 0,
+  kVjpNeedsInputs = 1u << 0,
+  kVjpNeedsOutputs = 1u << 1,
+  kVjpNeedsAll = kVjpNeedsInputs | kVjpNeedsOutputs,
+};
+
 // Output types from input types and attributes. Must work for every input it accepts and
 // raise kiln::Error (naming the op -- op.name() --, shapes and dtypes) for everything else.
 using InferFn = std::vector<TensorType> (*)(const OpDef& op, std::span<const TensorType> inputs,
@@ -37,7 +45,10 @@ using InferFn = std::vector<TensorType> (*)(const OpDef& op, std::span<const Ten
 using KernelFn = std::vector<Tensor> (*)(std::span<const Tensor> inputs, const Attrs& attrs,
                                          std::span<const TensorType> out);
 // Vector-Jacobian product: gradients of the inputs from those of the outputs, written with
-// public ops (filled by autograd/).
+// public ops (filled by autograd/), so an outer tape records them (higher order) and a
+// tracer captures them. Returns one Tensor per input; undefined for inputs that get no
+// gradient (indices, conditions). Inputs or outputs the rule does not need (see VjpNeeds)
+// arrive as data-less placeholders that carry only their dtype and shape.
 using VjpFn = std::function<std::vector<Tensor>(std::span<const Tensor> inputs, const Attrs&,
                                                 std::span<const Tensor> outputs,
                                                 std::span<const Tensor> output_grads)>;
@@ -54,6 +65,8 @@ class OpDef {
   InferFn infer() const { return infer_; }
   KernelFn kernel(DeviceType d) const { return kernels_[static_cast<int>(d)]; }
   const VjpFn& vjp() const { return vjp_; }
+  uint32_t vjp_needs() const { return vjp_needs_; }
+  bool differentiable() const { return !has(kNotDifferentiable); }
   const void* lowering() const { return lowering_; }
   const std::string& doc() const { return doc_; }
 
@@ -74,8 +87,9 @@ class OpDef {
     kernels_[static_cast<int>(d)] = f;
     return *this;
   }
-  OpDef& set_vjp(VjpFn f) {
+  OpDef& set_vjp(VjpFn f, uint32_t needs = kVjpNeedsAll) {
     vjp_ = std::move(f);
+    vjp_needs_ = needs;
     return *this;
   }
   OpDef& set_lowering(const void* l) {
@@ -94,6 +108,7 @@ class OpDef {
   InferFn infer_ = nullptr;
   KernelFn kernels_[kNumDeviceTypes] = {};
   VjpFn vjp_;
+  uint32_t vjp_needs_ = kVjpNeedsAll;
   const void* lowering_ = nullptr;  // the JIT's lowering rule (jit/ fills it)
   std::string doc_;
 };

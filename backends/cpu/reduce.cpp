@@ -24,9 +24,10 @@ namespace kiln::cpu {
 namespace {
 
 constexpr int64_t kGrain = 32768;    // elements of work per thread at least
-constexpr int64_t kBlock = 4096;     // elements per f32 accumulation block (rows case)
+constexpr int64_t kBlock = 1024;     // elements per f32 accumulation block (rows case)
 constexpr int64_t kColChunk = 1024;  // kept-dim elements per column accumulator buffer
-constexpr int64_t kColRows = 256;    // rows per f32 accumulation block (columns case)
+constexpr int64_t kColWide = 8192;   // kept-dim elements done in one pass
+constexpr int64_t kColRows = 64;     // rows per f32 accumulation block (columns case)
 constexpr int kLanes = 32;
 
 // An accumulator: Inner is the fast per-block type, Outer the type blocks are combined in.
@@ -92,18 +93,28 @@ template <class Op>
 typename Op::Outer reduce_row(const typename Op::In* p, int64_t n) {
   using Inner = typename Op::Inner;
   typename Op::Outer total = Op::oinit();
+  if (n < 2 * kLanes) {  // short rows: the lanes would cost more than they save
+    Inner a = Op::init();
+    for (int64_t i = 0; i < n; ++i)
+      a = Op::step(a, p[i]);
+    return Op::fold(total, a);
+  }
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t e = std::min(n, b + kBlock);
     Inner acc[kLanes];
-    for (int j = 0; j < kLanes; ++j) acc[j] = Op::init();
+    for (int j = 0; j < kLanes; ++j)
+      acc[j] = Op::init();
     int64_t i = b;
     for (; i + kLanes <= e; i += kLanes) {
 #pragma omp simd
-      for (int j = 0; j < kLanes; ++j) acc[j] = Op::step(acc[j], p[i + j]);
+      for (int j = 0; j < kLanes; ++j)
+        acc[j] = Op::step(acc[j], p[i + j]);
     }
     Inner a = acc[0];
-    for (int j = 1; j < kLanes; ++j) a = Op::merge(a, acc[j]);
-    for (; i < e; ++i) a = Op::step(a, p[i]);
+    for (int j = 1; j < kLanes; ++j)
+      a = Op::merge(a, acc[j]);
+    for (; i < e; ++i)
+      a = Op::step(a, p[i]);
     total = Op::fold(total, a);
   }
   return total;
@@ -115,22 +126,32 @@ void reduce_cols(const typename Op::In* src, int64_t inner, int64_t k0, int64_t 
                  int64_t i1, D* dst) {
   using Inner = typename Op::Inner;
   using Outer = typename Op::Outer;
-  Inner acc[kColChunk];
-  Outer tot[kColChunk];
-  for (int64_t ib = i0; ib < i1; ib += kColChunk) {
-    const int64_t w = std::min(kColChunk, i1 - ib);
-    for (int64_t i = 0; i < w; ++i) tot[i] = Op::oinit();
+  // Up to kColWide kept elements are done in one pass, so whole rows stream in order;
+  // wider rows go in chunks whose accumulators stay in cache.
+  const int64_t cw = i1 - i0 <= kColWide ? i1 - i0 : kColChunk;
+  std::unique_ptr<Inner[]> acc_buf(new Inner[static_cast<size_t>(cw)]);
+  std::unique_ptr<Outer[]> tot_buf(new Outer[static_cast<size_t>(cw)]);
+  Inner* acc = acc_buf.get();
+  Outer* tot = tot_buf.get();
+  for (int64_t ib = i0; ib < i1; ib += cw) {
+    const int64_t w = std::min(cw, i1 - ib);
+    for (int64_t i = 0; i < w; ++i)
+      tot[i] = Op::oinit();
     for (int64_t kb = k0; kb < k1; kb += kColRows) {
       const int64_t ke = std::min(k1, kb + kColRows);
-      for (int64_t i = 0; i < w; ++i) acc[i] = Op::init();
+      for (int64_t i = 0; i < w; ++i)
+        acc[i] = Op::init();
       for (int64_t k = kb; k < ke; ++k) {
         const typename Op::In* row = src + k * inner + ib;
 #pragma omp simd
-        for (int64_t i = 0; i < w; ++i) acc[i] = Op::step(acc[i], row[i]);
+        for (int64_t i = 0; i < w; ++i)
+          acc[i] = Op::step(acc[i], row[i]);
       }
-      for (int64_t i = 0; i < w; ++i) tot[i] = Op::fold(tot[i], acc[i]);
+      for (int64_t i = 0; i < w; ++i)
+        tot[i] = Op::fold(tot[i], acc[i]);
     }
-    for (int64_t i = 0; i < w; ++i) dst[ib - i0 + i] = static_cast<D>(tot[i]);
+    for (int64_t i = 0; i < w; ++i)
+      dst[ib - i0 + i] = static_cast<D>(tot[i]);
   }
 }
 
@@ -160,7 +181,8 @@ void run_reduce(const typename Op::In* src, int64_t outer, int64_t r, int64_t in
     });
     for (int64_t o = 0; o < outer; ++o) {
       Outer acc = part[o * split];
-      for (int64_t c = 1; c < split; ++c) acc = Op::omerge(acc, part[o * split + c]);
+      for (int64_t c = 1; c < split; ++c)
+        acc = Op::omerge(acc, part[o * split + c]);
       dst[o] = static_cast<D>(acc);
     }
     return;
@@ -170,7 +192,7 @@ void run_reduce(const typename Op::In* src, int64_t outer, int64_t r, int64_t in
   int64_t rsplit = 1, isplit = 1;
   if (outer < nt && total >= 2 * kGrain) {
     const int64_t need = (nt + outer - 1) / outer;
-    if (r >= 4 * need)
+    if (r >= 4 * need && inner < need * 4096)  // bounds the partials to ~need * 4096 per slice
       rsplit = std::min(need, std::max<int64_t>(1, r * inner / kGrain));
     else
       isplit = std::min(need, std::max<int64_t>(1, inner / 256));
@@ -201,7 +223,8 @@ void run_reduce(const typename Op::In* src, int64_t outer, int64_t r, int64_t in
       const int64_t o = j / inner, i = j % inner;
       const Outer* p = part.get() + o * rsplit * inner + i;
       Outer acc = p[0];
-      for (int64_t c = 1; c < rsplit; ++c) acc = Op::omerge(acc, p[c * inner]);
+      for (int64_t c = 1; c < rsplit; ++c)
+        acc = Op::omerge(acc, p[c * inner]);
       dst[j] = static_cast<D>(acc);
     }
   });
@@ -229,7 +252,8 @@ Plan plan_reduce(const Tensor& x, const std::vector<int64_t>& axes) {
       groups.emplace_back(n, red);
   }
   int nred = 0;
-  for (const auto& g : groups) nred += g.second;
+  for (const auto& g : groups)
+    nred += g.second;
   Plan p;
   if (nred <= 1) {
     p.src = d;
