@@ -9,6 +9,7 @@
 #include <kiln/core/dispatch.h>
 #include <kiln/core/dtype.h>
 #include <kiln/core/error.h>
+#include <kiln/core/nn_grad.h>
 #include <kiln/core/ops.h>
 #include <kiln/core/print.h>
 #include <kiln/core/random.h>

@@ -3,6 +3,7 @@
 // Helpers for VJP rules.
 
 #include <kiln/core/ops.h>
+#include <kiln/core/registry.h>
 
 namespace kiln::autograd {
 

@@ -4,7 +4,9 @@
 //
 //   matmul                  ga = g @ b^T, gb = a^T @ g (1-D operands and batch broadcasting)
 //   conv2d                  gx = conv2d_backprop_input, gw = conv2d_backprop_filter
-//   max_pool2d              gx = max_pool2d_grad(x, y, g)   (not differentiable again)
+//   max_pool2d              gx = max_pool2d_grad(x, y, g)
+//   max_pool2d_grad         g_grad = max_pool2d_select(x, y, g)   (x and y: routing only)
+//   max_pool2d_select       g_values = max_pool2d_grad(x, y, g)
 //   avg_pool2d              gx = avg_pool2d_grad(g)
 //   conv2d_backprop_input   linear in (filter, grad): conv2d_backprop_filter and conv2d
 //   conv2d_backprop_filter  linear in (x, grad): conv2d_backprop_input and conv2d
@@ -115,6 +117,19 @@ Grads max_pool2d_vjp(In in, const Attrs& a, In out, In g) {
   return {max_pool2d_grad(in[0], out[0], g[0], a.ints("window"), a.ints("strides"), padding_of(a))};
 }
 
+// max_pool2d_grad and max_pool2d_select are adjoint linear maps in their last input; the
+// routing is piecewise constant in x and y, which get no gradient.
+Grads max_pool2d_grad_vjp(In in, const Attrs& a, In, In g) {
+  return {
+      Tensor(), Tensor(),
+      max_pool2d_select(in[0], in[1], g[0], a.ints("window"), a.ints("strides"), padding_of(a))};
+}
+
+Grads max_pool2d_select_vjp(In in, const Attrs& a, In, In g) {
+  return {Tensor(), Tensor(),
+          max_pool2d_grad(in[0], in[1], g[0], a.ints("window"), a.ints("strides"), padding_of(a))};
+}
+
 Grads avg_pool2d_vjp(In in, const Attrs& a, In, In g) {
   return {avg_pool2d_grad(in[0].shape(), g[0], a.ints("window"), a.ints("strides"), padding_of(a))};
 }
@@ -132,6 +147,8 @@ KILN_STATIC_INIT {
   register_vjp("conv2d_backprop_input", conv2d_backprop_input_vjp, kVjpNeedsInputs);
   register_vjp("conv2d_backprop_filter", conv2d_backprop_filter_vjp, kVjpNeedsInputs);
   register_vjp("max_pool2d", max_pool2d_vjp, kVjpNeedsAll);
+  register_vjp("max_pool2d_grad", max_pool2d_grad_vjp, kVjpNeedsInputs);
+  register_vjp("max_pool2d_select", max_pool2d_select_vjp, kVjpNeedsInputs);
   register_vjp("avg_pool2d", avg_pool2d_vjp, kVjpNeedsNothing);
   register_vjp("avg_pool2d_grad", avg_pool2d_grad_vjp, kVjpNeedsNothing);
 };

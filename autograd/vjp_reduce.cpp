@@ -43,20 +43,51 @@ Grads reduce_extreme_vjp(In in, const Attrs& attrs, In out, In g) {
   return {mask * (keep_dims(g[0], attrs) / count)};
 }
 
-// reduce_prod, exact at zeros (g * y / x would be 0/0 there). With p = the product of the
-// nonzero elements of each reduced group and z = how many elements of the group are zero,
-// d y / d x_i (the product of all the others) is:
-//   z == 0: p / x_i;   z == 1: p at the zero element, 0 elsewhere;   z >= 2: 0.
+// Exclusive products along the last axis of a [K, n] tensor: out[k, i] = prod_{j<i} t[k, j]
+// (reverse = false) or prod_{j>i} t[k, j] (reverse = true). A Hillis-Steele scan of
+// ceil(log2 n) steps, each a multiply by a shifted copy (slice + pad with 1s): only products,
+// so it is exact at zeros and differentiable again.
+Tensor exclusive_products(const Tensor& t, int64_t n, bool reverse) {
+  Tensor acc = t;
+  for (int64_t s = 1; s < n; s *= 2) {
+    Tensor shifted = reverse ? pad(slice(acc, 1, s, n), {{0, 0}, {0, s}}, 1.0)
+                             : pad(slice(acc, 1, 0, n - s), {{0, 0}, {s, 0}}, 1.0);
+    acc = acc * shifted;
+  }
+  return reverse ? pad(slice(acc, 1, 1, n), {{0, 0}, {0, 1}}, 1.0)
+                 : pad(slice(acc, 1, 0, n - 1), {{0, 0}, {1, 0}}, 1.0);
+}
+
+// reduce_prod: d y / d x_i is the product of the OTHER elements of x_i's group, computed as
+// exclusive prefix products times exclusive suffix products (as TensorFlow does), never as
+// y / x_i -- that is 0/0 at zeros. The result is exact with any number of zeros, and its own
+// gradient (second order) is right there too, which a where(x == 0, ...) formula would lose.
+// The reduced axes are moved last and flattened into one axis of n elements.
 Grads reduce_prod_vjp(In in, const Attrs& attrs, In, In g) {
   const Tensor& x = in[0];
   if (!is_floating(x.dtype())) return {Tensor()};
   const auto& axes = attrs.ints("axes");
-  Tensor is_zero = x == 0.0;
-  Tensor safe_x = where(is_zero, Scalar(1.0), x);
-  Tensor p = prod(safe_x, axes, /*keepdims=*/true);
-  Tensor z = sum(cast(is_zero, x.dtype()), axes, /*keepdims=*/true);
-  Tensor one_zero = where(logical_and(z == 1.0, is_zero), p, Scalar(0.0));
-  Tensor others = where(z == 0.0, p / safe_x, one_zero);
+  const Shape& xs = x.shape();
+  std::vector<int64_t> perm, inverse(static_cast<size_t>(xs.rank()));
+  std::vector<bool> reduced(static_cast<size_t>(xs.rank()), false);
+  int64_t n = 1;
+  for (int64_t a : axes) {
+    reduced[static_cast<size_t>(a)] = true;
+    n *= xs[static_cast<size_t>(a)];
+  }
+  if (n == 0) return {zeros_like(x)};
+  for (int64_t d = 0; d < xs.rank(); ++d)
+    if (!reduced[static_cast<size_t>(d)]) perm.push_back(d);
+  for (int64_t a : axes)
+    perm.push_back(a);
+  Shape moved;
+  for (size_t i = 0; i < perm.size(); ++i) {
+    inverse[static_cast<size_t>(perm[i])] = static_cast<int64_t>(i);
+    moved.push_back(xs[static_cast<size_t>(perm[i])]);
+  }
+  Tensor flat = reshape(transpose(x, perm), Shape{-1, n});
+  Tensor others = exclusive_products(flat, n, false) * exclusive_products(flat, n, true);
+  others = transpose(reshape(others, moved), inverse);
   return {keep_dims(g[0], attrs) * others};
 }
 

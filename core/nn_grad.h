@@ -10,8 +10,9 @@
 //   conv2d_backprop_input   linear in (filter, grad): VJP = conv2d_backprop_filter / conv2d
 //   conv2d_backprop_filter  linear in (x, grad):      VJP = conv2d_backprop_input / conv2d
 //   avg_pool2d_grad         linear in grad:           VJP = avg_pool2d
-//   max_pool2d_grad         not differentiable: second derivatives through max pooling are
-//                           not supported (an outer tape gets no gradient through it).
+//   max_pool2d_grad         linear in grad:           VJP = max_pool2d_select
+//   max_pool2d_select       linear in values:         VJP = max_pool2d_grad
+//   (the routing itself is piecewise constant in x and y: they get no gradient)
 //
 // Max pooling routes each output's gradient to the FIRST element of its window (row-major
 // over the window: top row first, then left to right) that equals the pooled value y; when y
@@ -40,6 +41,11 @@ Tensor conv2d_backprop_filter(const Tensor& x, const Shape& filter_shape, const 
 Tensor max_pool2d_grad(const Tensor& x, const Tensor& y, const Tensor& grad,
                        std::vector<int64_t> window, std::vector<int64_t> strides,
                        Padding padding = Padding::valid);
+// The adjoint of max_pool2d_grad: for each window of x, the entry of `values` (shaped like x)
+// at the window's first element equal to y.
+Tensor max_pool2d_select(const Tensor& x, const Tensor& y, const Tensor& values,
+                         std::vector<int64_t> window, std::vector<int64_t> strides,
+                         Padding padding = Padding::valid);
 // The gradient of avg_pool2d's input of shape `input_shape`, given the output's gradient.
 Tensor avg_pool2d_grad(const Shape& input_shape, const Tensor& grad, std::vector<int64_t> window,
                        std::vector<int64_t> strides, Padding padding = Padding::valid);

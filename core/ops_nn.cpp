@@ -9,13 +9,17 @@
 #include <kiln/core/dispatch.h>
 #include <kiln/core/ops.h>
 #include <kiln/core/registry.h>
+#include <kiln/core/window_util.h>
 
 namespace kiln {
 namespace {
 
-std::string tstr(const TensorType& t) {
-  return fmt::format("{}{}", name(t.dtype), t.shape.str());
-}
+using detail::check_padding;
+using detail::check_pair;
+using detail::check_public_pair;
+using detail::padding_str;
+using detail::tstr;
+using detail::window_out;
 
 // ---- matmul ------------------------------------------------------------------------------
 // NumPy semantics: a 1-D operand is promoted to a matrix ([K] -> [1,K] for a, [K,1] for b) and
@@ -46,25 +50,6 @@ std::vector<TensorType> infer_matmul(const OpDef&, std::span<const TensorType> i
 }
 
 // ---- windows (conv and pooling) ----------------------------------------------------------
-void check_pair(const Attrs& a, const char* attr, const char* op, const std::string& what) {
-  const auto& v = a.ints(attr);
-  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
-             "{}: {} must be two positive integers, got [{}] ({})", op, attr, fmt::join(v, ","),
-             what);
-}
-
-// TensorFlow's output size: SAME keeps ceil(in/stride), VALID only full windows.
-int64_t window_out(int64_t in, int64_t k, int64_t stride, int64_t dil, const std::string& pad) {
-  const int64_t eff = (k - 1) * dil + 1;
-  if (pad == "SAME") return (in + stride - 1) / stride;
-  return in >= eff ? (in - eff) / stride + 1 : 0;
-}
-
-void check_padding(const Attrs& a, const char* op) {
-  const std::string& p = a.str("padding");
-  KILN_CHECK(p == "SAME" || p == "VALID", "{}: padding must be SAME or VALID, got '{}'", op, p);
-}
-
 std::vector<TensorType> infer_conv2d(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
   const TensorType& x = in[0];
   const TensorType& w = in[1];
@@ -111,17 +96,6 @@ std::vector<TensorType> infer_pool(const OpDef& def, std::span<const TensorType>
 constexpr char kMaxPool[] = "max_pool2d";
 constexpr char kAvgPool[] = "avg_pool2d";
 
-const char* padding_str(Padding p) {
-  return p == Padding::same ? "SAME" : "VALID";
-}
-
-void check_public_pair(const std::vector<int64_t>& v, const char* attr, const char* op,
-                       const Tensor& x) {
-  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
-             "{}: {} must be two positive integers, got [{}] (x {})", op, attr, fmt::join(v, ","),
-             x.type_str());
-}
-
 }  // namespace
 
 KILN_STATIC_INIT {
@@ -161,8 +135,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 Tensor conv2d(const Tensor& x, const Tensor& filter, std::vector<int64_t> strides, Padding padding,
               std::vector<int64_t> dilations) {
   static const OpDef& op = registry().op("conv2d");
-  check_public_pair(strides, "strides", "conv2d", x);
-  check_public_pair(dilations, "dilations", "conv2d", x);
+  check_public_pair(strides, "strides", "conv2d", &x);
+  check_public_pair(dilations, "dilations", "conv2d", &x);
   Attrs attrs{{"strides", std::move(strides)},
               {"dilations", std::move(dilations)},
               {"padding", std::string(padding_str(padding))}};
@@ -176,8 +150,8 @@ Tensor conv2d(const Tensor& x, const Tensor& filter, std::vector<int64_t> stride
 namespace {
 Tensor pool(const char* name, const Tensor& x, std::vector<int64_t> window,
             std::vector<int64_t> strides, Padding padding) {
-  check_public_pair(window, "window", name, x);
-  check_public_pair(strides, "strides", name, x);
+  check_public_pair(window, "window", name, &x);
+  check_public_pair(strides, "strides", name, &x);
   Attrs attrs{{"window", std::move(window)},
               {"strides", std::move(strides)},
               {"padding", std::string(padding_str(padding))}};

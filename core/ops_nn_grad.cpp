@@ -14,44 +14,26 @@
 #include <kiln/core/dispatch.h>
 #include <kiln/core/nn_grad.h>
 #include <kiln/core/registry.h>
+#include <kiln/core/window_util.h>
 
 namespace kiln {
 namespace {
 
+using detail::check_padding;
+using detail::check_pair;
+using detail::check_public_pair;
+using detail::padding_str;
+using detail::tstr;
+using detail::window_out;
+
 constexpr char kConvInput[] = "conv2d_backprop_input";
 constexpr char kConvFilter[] = "conv2d_backprop_filter";
 constexpr char kMaxPoolGrad[] = "max_pool2d_grad";
+constexpr char kMaxPoolSelect[] = "max_pool2d_select";
 constexpr char kAvgPoolGrad[] = "avg_pool2d_grad";
-
-std::string tstr(const TensorType& t) {
-  return fmt::format("{}{}", name(t.dtype), t.shape.str());
-}
 
 bool dim_eq(int64_t a, int64_t b) {
   return a < 0 || b < 0 || a == b;
-}
-
-// TensorFlow's output size (as core/ops_nn.cpp): SAME keeps ceil(in/stride), VALID only full
-// windows. Unknown (-1) stays unknown.
-int64_t window_out(int64_t in, int64_t k, int64_t stride, int64_t dil, const std::string& pad) {
-  if (in < 0) return -1;
-  const int64_t eff = (k - 1) * dil + 1;
-  if (pad == "SAME") return (in + stride - 1) / stride;
-  return in >= eff ? (in - eff) / stride + 1 : 0;
-}
-
-void check_pair(const Attrs& a, const char* attr, const char* op, const std::string& what) {
-  KILN_CHECK(a.has(attr), "{}: missing attribute '{}' ({})", op, attr, what);
-  const auto& v = a.ints(attr);
-  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
-             "{}: {} must be two positive integers, got [{}] ({})", op, attr, fmt::join(v, ","),
-             what);
-}
-
-void check_padding(const Attrs& a, const char* op) {
-  KILN_CHECK(a.has("padding"), "{}: missing attribute 'padding'", op);
-  const std::string& p = a.str("padding");
-  KILN_CHECK(p == "SAME" || p == "VALID", "{}: padding must be SAME or VALID, got '{}'", op, p);
 }
 
 Shape sizes_attr(const Attrs& a, const char* attr, const char* op, const std::string& what) {
@@ -140,7 +122,8 @@ void check_window(const Attrs& a, const char* op, const std::string& what) {
   check_padding(a, op);
 }
 
-// inputs: x [N,H,W,C], y and grad [N,OH,OW,C] -> [N,H,W,C]
+// inputs: x [N,H,W,C], y and grad [N,OH,OW,C] -> [N,H,W,C]. max_pool2d_select takes
+// (x, y, values [N,H,W,C]) and returns y's shape, so it is checked as the grad of (x, y, y).
 std::vector<TensorType> infer_max_pool_grad(const OpDef& def, std::span<const TensorType> in,
                                             const Attrs& a) {
   const char* op = def.name().c_str();
@@ -163,6 +146,15 @@ std::vector<TensorType> infer_max_pool_grad(const OpDef& def, std::span<const Te
   return {TensorType{x.dtype, x.shape}};
 }
 
+std::vector<TensorType> infer_max_pool_select(const OpDef& def, std::span<const TensorType> in,
+                                              const Attrs& a) {
+  KILN_CHECK(in[2].dtype == in[0].dtype && in[2].shape == in[0].shape,
+             "{}: values {} must match x {}", def.name(), tstr(in[2]), tstr(in[0]));
+  const TensorType as_grad[3] = {in[0], in[1], in[1]};
+  infer_max_pool_grad(def, as_grad, a);
+  return {in[1]};
+}
+
 // inputs: grad [N,OH,OW,C]; attr input_sizes [N,H,W,C] -> [N,H,W,C]
 std::vector<TensorType> infer_avg_pool_grad(const OpDef& def, std::span<const TensorType> in,
                                             const Attrs& a) {
@@ -181,15 +173,6 @@ std::vector<TensorType> infer_avg_pool_grad(const OpDef& def, std::span<const Te
              "{}: grad must have shape [{},{},{},{}] (avg_pool2d's output): {}", op, x[0], oh, ow,
              x[3], what);
   return {TensorType{g.dtype, x}};
-}
-
-const char* padding_str(Padding p) {
-  return p == Padding::same ? "SAME" : "VALID";
-}
-
-void check_public_pair(const std::vector<int64_t>& v, const char* attr, const char* op) {
-  KILN_CHECK(v.size() == 2 && v[0] > 0 && v[1] > 0,
-             "{}: {} must be two positive integers, got [{}]", op, attr, fmt::join(v, ","));
 }
 
 std::vector<int64_t> dims_of(const Shape& s) {
@@ -237,12 +220,17 @@ KILN_STATIC_INIT {
   registry()
       .mutable_op(kMaxPoolGrad)
       .set_num_inputs(3)
-      .set_flags(kNotDifferentiable)
       .set_infer(infer_max_pool_grad)
       .set_doc(
           "Gradient of max_pool2d's input: inputs (x, y, grad); each window's gradient goes to "
-          "its first element equal to y. Not differentiable (no second derivatives through max "
-          "pooling).");
+          "its first element equal to y. Linear in grad (its VJP is max_pool2d_select).");
+  registry()
+      .mutable_op(kMaxPoolSelect)
+      .set_num_inputs(3)
+      .set_infer(infer_max_pool_select)
+      .set_doc(
+          "The adjoint of max_pool2d_grad: inputs (x, y, values shaped like x); each window of x "
+          "picks the value at its first element equal to y. Linear in values.");
   registry()
       .mutable_op(kAvgPoolGrad)
       .set_num_inputs(1)
@@ -268,6 +256,14 @@ Tensor conv2d_backprop_filter(const Tensor& x, const Shape& filter_shape, const 
   return dispatch1(op, {x, grad},
                    conv_attrs("filter_sizes", filter_shape, std::move(strides), padding,
                               std::move(dilations), kConvFilter));
+}
+
+Tensor max_pool2d_select(const Tensor& x, const Tensor& y, const Tensor& values,
+                         std::vector<int64_t> window, std::vector<int64_t> strides,
+                         Padding padding) {
+  static const OpDef& op = registry().op(kMaxPoolSelect);
+  return dispatch1(op, {x, y, values},
+                   pool_attrs(std::move(window), std::move(strides), padding, kMaxPoolSelect));
 }
 
 Tensor max_pool2d_grad(const Tensor& x, const Tensor& y, const Tensor& grad,

@@ -1,6 +1,7 @@
 // matmul, conv2d and pooling: hand-worked cases, random cases against plain f64 loops written
 // here (not with Kiln), views, broadcasting, dtypes, error text and the oneDNN primitive cache.
 
+#include <limits>
 #include <random>
 
 #include <kiln/backends/cpu/onednn.h>
@@ -393,6 +394,38 @@ TEST_CASE("pooling: random against f64 loops", "[linalg]") {
           check_close(y, ref, 1e-5, 1e-6);
         }
       }
+}
+
+TEST_CASE("pooling: max_pool2d propagates NaN", "[linalg]") {
+  // Once a window holds a NaN its max is NaN, wherever the NaN sits (a NaN followed by larger
+  // values used to be replaced in the loop kernel). oneDNN's f32 max pooling drops NaN instead
+  // ([1, NaN, 3, 4] gives 4 there), so f32 inputs holding a NaN run the loop kernel too and f32
+  // matches f64. Average pooling propagates NaN through the sum.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (DType dt : {f32, f64})
+    for (size_t pos = 0; pos < 4; ++pos) {
+      INFO("dtype " << dt << " NaN at " << pos);
+      std::vector<double> v = {1, 2, 3, 4};
+      v[pos] = nan;
+      Tensor x = make(v, Shape{1, 2, 2, 1}, dt);
+      check_close(max_pool2d(x, {2, 2}, {2, 2}), {nan});
+      check_close(avg_pool2d(x, {2, 2}, {2, 2}), {nan});
+      // 64 channels (oneDNN's vector path for f32); NaN in even channels only.
+      std::vector<double> w(4 * 64);
+      std::vector<double> want(64);
+      for (size_t i = 0; i < w.size(); ++i)
+        w[i] = static_cast<double>(i / 64 + 1);
+      for (size_t c = 0; c < 64; ++c) {
+        if (c % 2 == 0) w[pos * 64 + c] = nan;
+        want[c] = c % 2 == 0 ? nan : 4.0;
+      }
+      check_close(max_pool2d(make(w, Shape{1, 2, 2, 64}, dt), {2, 2}, {2, 2}), want);
+    }
+  // Windows without a NaN are untouched by a NaN elsewhere in the input.
+  for (DType dt : {f32, f64}) {
+    Tensor x = make({nan, 2, 3, 4, 5, 6, 7, 8}, Shape{1, 2, 4, 1}, dt);
+    check_close(max_pool2d(x, {2, 2}, {2, 2}), {nan, 8});
+  }
 }
 
 TEST_CASE("pooling: errors", "[linalg]") {

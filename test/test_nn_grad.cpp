@@ -324,9 +324,11 @@ TEST_CASE("backward primitives declare their differentiability", "[nn_grad]") {
   CHECK(registry().op("conv2d_backprop_input").differentiable());
   CHECK(registry().op("conv2d_backprop_filter").differentiable());
   CHECK(registry().op("avg_pool2d_grad").differentiable());
-  CHECK_FALSE(registry().op("max_pool2d_grad").differentiable());
-  for (const char* name : {"matmul", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_backprop_input",
-                           "conv2d_backprop_filter", "avg_pool2d_grad"}) {
+  CHECK(registry().op("max_pool2d_grad").differentiable());
+  CHECK(registry().op("max_pool2d_select").differentiable());
+  for (const char* name :
+       {"matmul", "conv2d", "max_pool2d", "avg_pool2d", "conv2d_backprop_input",
+        "conv2d_backprop_filter", "avg_pool2d_grad", "max_pool2d_grad", "max_pool2d_select"}) {
     INFO(name);
     CHECK(static_cast<bool>(registry().op(name).vjp()));
   }

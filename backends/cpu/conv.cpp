@@ -4,12 +4,15 @@
 // refuses, run direct loops parallel over output rows.
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 
 #include <kiln/backends/cpu/kernel_util.h>
 #include <kiln/backends/cpu/onednn.h>
 #include <kiln/backends/cpu/parallel.h>
+#include <kiln/backends/cpu/window.h>
 
 namespace kiln::cpu {
 namespace {
@@ -17,53 +20,6 @@ namespace {
 using dims = dnnl::memory::dims;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
-
-// The geometry of one windowed op along H and W.
-struct Window {
-  int64_t N, H, W, C;      // input
-  int64_t OH, OW;          // output
-  int64_t KH, KW;          // window
-  int64_t SH, SW;          // strides
-  int64_t DH = 1, DW = 1;  // dilations
-  int64_t PT = 0, PL = 0;  // padding before (top, left)
-  int64_t PB = 0, PR = 0;  // padding after
-};
-
-// TensorFlow's padding: SAME pads max((out-1)*s + eff - in, 0), the smaller half before.
-void set_padding(Window& g, const std::string& padding) {
-  if (padding != "SAME") return;
-  const int64_t th = std::max<int64_t>((g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1 - g.H, 0);
-  const int64_t tw = std::max<int64_t>((g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1 - g.W, 0);
-  g.PT = th / 2;
-  g.PB = th - g.PT;
-  g.PL = tw / 2;
-  g.PR = tw - g.PL;
-}
-
-Window geometry(const Tensor& x, const TensorType& out, int64_t kh, int64_t kw, const Attrs& a) {
-  Window g;
-  g.N = x.dim(0);
-  g.H = x.dim(1);
-  g.W = x.dim(2);
-  g.C = x.dim(3);
-  g.OH = out.shape[1];
-  g.OW = out.shape[2];
-  g.KH = kh;
-  g.KW = kw;
-  g.SH = a.ints("strides")[0];
-  g.SW = a.ints("strides")[1];
-  if (a.has("dilations")) {
-    g.DH = a.ints("dilations")[0];
-    g.DW = a.ints("dilations")[1];
-  }
-  set_padding(g, a.str("padding"));
-  return g;
-}
-
-std::string window_key(const Window& g) {
-  return dims_key(
-      {g.N, g.H, g.W, g.C, g.OH, g.OW, g.KH, g.KW, g.SH, g.SW, g.DH, g.DW, g.PT, g.PL, g.PB, g.PR});
-}
 
 // ---- conv2d ------------------------------------------------------------------------------
 bool conv_onednn(const Window& g, int64_t O, const float* x, const float* w, float* y) {
@@ -141,7 +97,7 @@ std::vector<Tensor> conv2d_kernel(std::span<const Tensor> in, const Attrs& a,
   const Tensor x = dense(in[0]), w = dense(in[1]);
   Tensor y = alloc(out_types[0]);
   if (y.numel() == 0) return {y};
-  const Window g = geometry(x, out_types[0], w.dim(0), w.dim(1), a);
+  const Window g = geometry(x.shape(), out_types[0].shape, w.dim(0), w.dim(1), a);
   const int64_t O = w.dim(3);
   if (y.dtype() == DType::f32 && x.numel() > 0 &&
       conv_onednn(g, O, x.data<float>(), w.data<float>(), y.mutable_data<float>()))
@@ -189,22 +145,25 @@ void pool_loops(const Window& g, bool is_max, const T* x, T* y) {
     std::vector<T> mx(static_cast<size_t>(g.C));
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / g.OH, oh = r % g.OH;
-      const int64_t h0 = std::max<int64_t>(oh * g.SH - g.PT, 0);
-      const int64_t h1 = std::min<int64_t>(oh * g.SH - g.PT + g.KH, g.H);
       for (int64_t ow = 0; ow < g.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(ow * g.SW - g.PL, 0);
-        const int64_t w1 = std::min<int64_t>(ow * g.SW - g.PL + g.KW, g.W);
+        const Span2 s = window_span(g, oh, ow);
         std::fill(sum.begin(), sum.end(), 0.0);
         std::fill(mx.begin(), mx.end(), std::numeric_limits<T>::lowest());
         if constexpr (std::is_floating_point_v<T>)
           std::fill(mx.begin(), mx.end(), -std::numeric_limits<T>::infinity());
-        for (int64_t ih = h0; ih < h1; ++ih)
-          for (int64_t iw = w0; iw < w1; ++iw) {
+        for (int64_t ih = s.h0; ih < s.h1; ++ih)
+          for (int64_t iw = s.w0; iw < s.w1; ++iw) {
             const T* xp = x + ((n * g.H + ih) * g.W + iw) * g.C;
             if (is_max) {
               for (int64_t c = 0; c < g.C; ++c) {
-                // NaN propagates, as in TensorFlow.
-                if (!(xp[c] <= mx[static_cast<size_t>(c)])) mx[static_cast<size_t>(c)] = xp[c];
+                // NaN propagates, as in TensorFlow: a NaN replaces the running max, and once the
+                // max is NaN nothing replaces it (every comparison with NaN is false).
+                T& m = mx[static_cast<size_t>(c)];
+                if constexpr (std::is_floating_point_v<T>) {
+                  if (xp[c] > m || std::isnan(xp[c])) m = xp[c];
+                } else {
+                  if (xp[c] > m) m = xp[c];
+                }
               }
             } else {
               for (int64_t c = 0; c < g.C; ++c)
@@ -212,13 +171,26 @@ void pool_loops(const Window& g, bool is_max, const T* x, T* y) {
             }
           }
         T* yp = y + ((n * g.OH + oh) * g.OW + ow) * g.C;
-        const double count = static_cast<double>(std::max<int64_t>((h1 - h0) * (w1 - w0), 1));
+        const double count =
+            static_cast<double>(std::max<int64_t>((s.h1 - s.h0) * (s.w1 - s.w0), 1));
         for (int64_t c = 0; c < g.C; ++c)
           yp[c] = is_max ? mx[static_cast<size_t>(c)]
                          : static_cast<T>(sum[static_cast<size_t>(c)] / count);
       }
     }
   });
+}
+
+// Whether x[0..n) holds a NaN.
+bool any_nan(const float* x, int64_t n) {
+  std::atomic<bool> found{false};
+  parallel_for(n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    bool f = false;
+    for (int64_t i = begin; i < end; ++i)
+      f |= std::isnan(x[i]);
+    if (f) found.store(true, std::memory_order_relaxed);
+  });
+  return found.load(std::memory_order_relaxed);
 }
 
 template <bool IsMax>
@@ -228,8 +200,12 @@ std::vector<Tensor> pool_kernel(std::span<const Tensor> in, const Attrs& a,
   Tensor y = alloc(out_types[0]);
   if (y.numel() == 0) return {y};
   const auto& win = a.ints("window");
-  const Window g = geometry(x, out_types[0], win[0], win[1], a);
-  if (y.dtype() == DType::f32 && pool_onednn(g, IsMax, x.data<float>(), y.mutable_data<float>()))
+  const Window g = geometry(x.shape(), out_types[0].shape, win[0], win[1], a);
+  // oneDNN's f32 max pooling drops NaN (a window [1, NaN, 3, 4] gives 4, and an all-NaN
+  // channel can give a finite value), while the loops propagate it as TensorFlow does: max
+  // pooling of an input holding a NaN runs the loops, so every dtype gives the same result.
+  if (y.dtype() == DType::f32 && !(IsMax && any_nan(x.data<float>(), x.numel())) &&
+      pool_onednn(g, IsMax, x.data<float>(), y.mutable_data<float>()))
     return {y};
   visit_dtype(y.dtype(), [&](auto t) {
     using T = typename decltype(t)::type;

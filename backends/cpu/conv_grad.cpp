@@ -15,6 +15,7 @@
 #include <kiln/backends/cpu/kernel_util.h>
 #include <kiln/backends/cpu/onednn.h>
 #include <kiln/backends/cpu/parallel.h>
+#include <kiln/backends/cpu/window.h>
 
 namespace kiln::cpu {
 namespace {
@@ -22,54 +23,6 @@ namespace {
 using dims = dnnl::memory::dims;
 using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
-
-// The geometry of one windowed op along H and W (as backends/cpu/conv.cpp).
-struct Window {
-  int64_t N, H, W, C;      // forward input
-  int64_t OH, OW;          // forward output
-  int64_t KH, KW;          // window
-  int64_t SH, SW;          // strides
-  int64_t DH = 1, DW = 1;  // dilations
-  int64_t PT = 0, PL = 0;  // padding before (top, left)
-  int64_t PB = 0, PR = 0;  // padding after
-};
-
-// TensorFlow's padding: SAME pads max((out-1)*s + eff - in, 0), the smaller half before.
-void set_padding(Window& g, const std::string& padding) {
-  if (padding != "SAME") return;
-  const int64_t th = std::max<int64_t>((g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1 - g.H, 0);
-  const int64_t tw = std::max<int64_t>((g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1 - g.W, 0);
-  g.PT = th / 2;
-  g.PB = th - g.PT;
-  g.PL = tw / 2;
-  g.PR = tw - g.PL;
-}
-
-// `in` the forward input's shape [N,H,W,C], `out` the forward output's [N,OH,OW,*].
-Window geometry(const Shape& in, const Shape& out, int64_t kh, int64_t kw, const Attrs& a) {
-  Window g;
-  g.N = in[0];
-  g.H = in[1];
-  g.W = in[2];
-  g.C = in[3];
-  g.OH = out[1];
-  g.OW = out[2];
-  g.KH = kh;
-  g.KW = kw;
-  g.SH = a.ints("strides")[0];
-  g.SW = a.ints("strides")[1];
-  if (a.has("dilations")) {
-    g.DH = a.ints("dilations")[0];
-    g.DW = a.ints("dilations")[1];
-  }
-  set_padding(g, a.str("padding"));
-  return g;
-}
-
-std::string window_key(const Window& g) {
-  return dims_key(
-      {g.N, g.H, g.W, g.C, g.OH, g.OW, g.KH, g.KW, g.SH, g.SW, g.DH, g.DW, g.PT, g.PL, g.PB, g.PR});
-}
 
 Tensor zeros_of(const TensorType& t) {
   Tensor r = alloc(t);
@@ -305,17 +258,10 @@ void for_batch_channel_blocks(const Window& g, Fn&& fn) {
   });
 }
 
-// The in-bounds part [h0,h1) x [w0,w1) of output (oh, ow)'s window.
-struct Span2 {
-  int64_t h0, h1, w0, w1;
-};
-Span2 window_span(const Window& g, int64_t oh, int64_t ow) {
-  return {std::max<int64_t>(oh * g.SH - g.PT, 0), std::min<int64_t>(oh * g.SH - g.PT + g.KH, g.H),
-          std::max<int64_t>(ow * g.SW - g.PL, 0), std::min<int64_t>(ow * g.SW - g.PL + g.KW, g.W)};
-}
-
-template <class T>
-void max_pool_grad_loops(const Window& g, const T* x, const T* y, const T* dy, T* dx) {
+// Calls route(i, o) for each window o and the first element i of x in it equal to y[o]
+// (the first NaN when y[o] is NaN): the routing max_pool2d's gradient follows.
+template <class T, class Route>
+void max_pool_route(const Window& g, const T* x, const T* y, Route route) {
   for_batch_channel_blocks(g, [&](int64_t n, int64_t c0, int64_t c1) {
     std::vector<char> done(static_cast<size_t>(c1 - c0));
     for (int64_t oh = 0; oh < g.OH; ++oh)
@@ -331,13 +277,34 @@ void max_pool_grad_loops(const Window& g, const T* x, const T* y, const T* dy, T
               if (d) continue;
               const T xv = x[i + c], yv = y[o + c];
               if (xv == yv || (std::isnan(xv) && std::isnan(yv))) {
-                dx[i + c] += dy[o + c];
+                route(i + c, o + c);
                 d = 1;
               }
             }
           }
       }
   });
+}
+
+template <class T>
+void max_pool_grad_loops(const Window& g, const T* x, const T* y, const T* dy, T* dx) {
+  max_pool_route(g, x, y, [&](int64_t i, int64_t o) { dx[i] += dy[o]; });
+}
+
+std::vector<Tensor> max_pool_select_kernel(std::span<const Tensor> in, const Attrs& a,
+                                           std::span<const TensorType> out_types) {
+  const Tensor x = dense(in[0]), y = dense(in[1]), v = dense(in[2]);
+  Tensor out = zeros_of(out_types[0]);
+  if (out.numel() == 0 || x.numel() == 0) return {out};
+  const auto& win = a.ints("window");
+  const Window g = geometry(x.shape(), y.shape(), win[0], win[1], a);
+  visit_floating(out.dtype(), [&](auto t) {
+    using T = typename decltype(t)::type;
+    const T* vp = v.data<T>();
+    T* op = out.mutable_data<T>();
+    max_pool_route(g, x.data<T>(), y.data<T>(), [&](int64_t i, int64_t o) { op[o] = vp[i]; });
+  });
+  return {out};
 }
 
 std::vector<Tensor> max_pool_grad_kernel(std::span<const Tensor> in, const Attrs& a,
@@ -425,6 +392,7 @@ KILN_STATIC_INIT {
   register_cpu_kernel("conv2d_backprop_input", conv_input_kernel);
   register_cpu_kernel("conv2d_backprop_filter", conv_filter_kernel);
   register_cpu_kernel("max_pool2d_grad", max_pool_grad_kernel);
+  register_cpu_kernel("max_pool2d_select", max_pool_select_kernel);
   register_cpu_kernel("avg_pool2d_grad", avg_pool_grad_kernel);
 };
 
