@@ -13,7 +13,7 @@ namespace kiln {
 namespace {
 
 constexpr size_t kAlignment = 64;
-constexpr size_t kLargeBlock = size_t{1} << 20;  // blocks this big or bigger are cached
+constexpr size_t kLargeBlock = size_t{64} << 10;  // blocks this big or bigger are cached
 constexpr size_t kPage = 4096;
 
 size_t cache_limit() {

@@ -25,7 +25,7 @@ class Allocator {
   virtual void empty_cache() = 0;
 };
 
-// The CPU allocator: 64-byte aligned blocks; large blocks (>= 1 MiB) are cached after free so
+// The CPU allocator: 64-byte aligned blocks; blocks of 64 KiB and more are cached after free so
 // that a loop of eager ops does not pay page faults on every output.
 Allocator& cpu_allocator();
 

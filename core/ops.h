@@ -138,6 +138,15 @@ Tensor gather(const Tensor& x, const Tensor& indices, int64_t axis = 0);
 Tensor scatter_add(const Tensor& x, const Tensor& indices, const Tensor& updates, int64_t axis = 0);
 Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype = f32);
 
+// ---- fused optimizer updates ---------------------------------------------------------------
+struct AdamUpdate {
+  Tensor var, m, v;
+};
+// One Adam step in a single pass: m' = b1 m + (1-b1) g, v' = b2 v + (1-b2) g^2,
+// var' = var - lr m' / (sqrt(v') + eps), with Adam's bias correction folded into lr.
+AdamUpdate adam_update(const Tensor& var, const Tensor& m, const Tensor& v, const Tensor& grad,
+                       double lr, double beta1, double beta2, double eps);
+
 // ---- operators ----------------------------------------------------------------------------
 inline Tensor operator+(const Tensor& a, const Tensor& b) {
   return add(a, b);

@@ -18,7 +18,7 @@ int main() {
   Variable w2(random::normal({32, 1}, 0, 1.0 / std::sqrt(32.0)), "out/kernel");
   Variable b2(zeros({1}), "out/bias");
   const std::vector<Variable> params = {w1, b1, w2, b2};
-  kiln_examples::Adam adam{.lr = 0.02};
+  kiln_examples::Adam adam{.lr = 0.02, .fused = false};  // written out with public ops
 
   float first = 0, last = 0;
   for (int step = 0; step <= 500; ++step) {

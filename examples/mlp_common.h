@@ -13,6 +13,7 @@ namespace kiln_examples {
 struct Adam {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-7;
   int64_t t = 0;
+  bool fused = true;  // one adam_update pass per parameter, or a dozen public ops
   std::vector<kiln::Variable> m, v;
 
   void apply(const std::vector<kiln::Tensor>& grads, const std::vector<kiln::Variable>& vars) {
@@ -28,6 +29,13 @@ struct Adam {
     const double step = lr * std::sqrt(c2) / c1;  // bias correction folded into the step
     for (size_t i = 0; i < vars.size(); ++i) {
       const Tensor& g = grads[i];
+      if (fused) {
+        AdamUpdate u = adam_update(vars[i], m[i], v[i], g, step, beta1, beta2, eps);
+        vars[i].assign(u.var);
+        m[i].assign(u.m);
+        v[i].assign(u.v);
+        continue;
+      }
       m[i].assign(m[i].value() * beta1 + g * (1 - beta1));
       v[i].assign(v[i].value() * beta2 + square(g) * (1 - beta2));
       vars[i].assign_sub(m[i].value() * step / (sqrt(v[i].value()) + eps));
