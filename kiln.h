@@ -16,3 +16,4 @@
 #include <kiln/core/registry.h>
 #include <kiln/core/shape.h>
 #include <kiln/core/tensor.h>
+#include <kiln/tracer/function.h>

@@ -11,7 +11,7 @@
 
 namespace kiln {
 
-class VariableImpl {
+class VariableImpl : public std::enable_shared_from_this<VariableImpl> {
  public:
   VariableImpl(Tensor value, std::string name, bool trainable);
   const std::string& name() const { return name_; }

@@ -13,7 +13,7 @@ namespace {
 
 void check_dims(const char* op, const std::vector<int64_t>& dims) {
   for (int64_t d : dims)
-    KILN_CHECK(d >= 0, "{}: negative dim in shape {}", op, Shape(dims).str());
+    KILN_CHECK(d >= 0, "{}: negative dim in shape [{}]", op, fmt::join(dims, ","));
 }
 
 std::vector<TensorType> infer_full(const OpDef&, std::span<const TensorType>, const Attrs& a) {

@@ -128,6 +128,27 @@ Tensor read_variable_through_hooks(VariableImpl& var, const Tensor& current) {
   return value;
 }
 
+bool assign_variable_through_hooks(VariableImpl& var, const Tensor& value) {
+  if (t_hooks.empty()) [[likely]]
+    return false;
+  const std::vector<DispatchHook*> hooks = t_hooks;
+  for (size_t i = hooks.size(); i-- > 0;)
+    if (hooks[i]->redirect_variable_assign(var, value)) return true;
+  return false;
+}
+
+bool state_is_captured() {
+  for (DispatchHook* h : t_hooks)
+    if (h->captures_state()) return true;
+  return false;
+}
+
+void notify_variable_create(const std::string& name) {
+  const std::vector<DispatchHook*> hooks = t_hooks;
+  for (DispatchHook* h : hooks)
+    h->on_variable_create(name);
+}
+
 Tensor dispatch1(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs) {
   std::vector<Tensor> out = dispatch(op, inputs, attrs);
   KILN_ASSERT(out.size() == 1, "{}: expected one output, got {}", op.name(), out.size());

@@ -28,6 +28,14 @@ class DispatchHook {
   virtual bool redirect_variable_read(VariableImpl& var, Tensor& value) { return false; }
   // A Variable was read and gave `value` (a tape watches trainable variables' reads).
   virtual void on_variable_read(VariableImpl& var, const Tensor& value) {}
+  // A Variable is being assigned `value`. Return true to take the assign over (a tracer
+  // records an ordered assign node instead of storing).
+  virtual bool redirect_variable_assign(VariableImpl& var, const Tensor& value) { return false; }
+  // Whether this hook captures state changes (a tracer does): Variable updates then run as
+  // ops through the hooks instead of eagerly.
+  virtual bool captures_state() const { return false; }
+  // A Variable named `name` is being created (a tracer forbids it on retraces).
+  virtual void on_variable_create(const std::string& name) {}
 };
 
 // Installs a hook on this thread for the scope's lifetime (RAII).
@@ -68,6 +76,13 @@ inline Tensor dispatch1(const OpDef& op, std::initializer_list<Tensor> inputs,
 
 // Reads a Variable's current value through the hooks: `current` is its stored value.
 Tensor read_variable_through_hooks(VariableImpl& var, const Tensor& current);
+
+// Offers an assign to the hooks; true when one took it over.
+bool assign_variable_through_hooks(VariableImpl& var, const Tensor& value);
+// Whether any hook on this thread captures state changes (a trace is being recorded).
+bool state_is_captured();
+// Tells the hooks a Variable is being created.
+void notify_variable_create(const std::string& name);
 
 // Runs inference only (no hooks, no kernel).
 std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,

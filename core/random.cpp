@@ -54,6 +54,13 @@ void set_state(State s) {
   global_state() = s;
 }
 
+State reserve(uint64_t blocks) {
+  std::lock_guard<std::mutex> lock(state_mutex());
+  const State first = global_state();
+  global_state().offset += blocks;
+  return first;
+}
+
 uint64_t advance(uint64_t blocks) {
   std::lock_guard<std::mutex> lock(state_mutex());
   const uint64_t first = global_state().offset;
@@ -73,7 +80,7 @@ int64_t values_per_block(const std::string& op, DType dtype) {
 
 void check_shape(const char* op, const std::vector<int64_t>& dims) {
   for (int64_t d : dims)
-    KILN_CHECK(d >= 0, "{}: negative dim in shape {}", op, Shape(dims).str());
+    KILN_CHECK(d >= 0, "{}: negative dim in shape [{}]", op, fmt::join(dims, ","));
 }
 
 std::vector<TensorType> infer_uniform(const OpDef&, std::span<const TensorType>, const Attrs& a) {
@@ -154,17 +161,12 @@ Attrs draw_attrs(const char* op, const Shape& shape, DType dtype) {
   const int64_t n = shape.numel();
   const int64_t per = values_per_block(op, dtype);
   const uint64_t blocks = n > 0 ? static_cast<uint64_t>((n + per - 1) / per) : 0;
-  uint64_t off = 0, s = 0;
-  {
-    std::lock_guard<std::mutex> lock(state_mutex());
-    s = global_state().seed;
-    off = global_state().offset;
-    global_state().offset += blocks;
-  }
+  const State st = reserve(blocks);
   return Attrs{{"shape", shape.dims()},
                {"dtype", dtype},
-               {"seed", static_cast<int64_t>(s)},
-               {"offset", static_cast<int64_t>(off)}};
+               {"seed", static_cast<int64_t>(st.seed)},
+               {"offset", static_cast<int64_t>(st.offset)},
+               {"blocks", static_cast<int64_t>(blocks)}};
 }
 
 }  // namespace

@@ -26,6 +26,10 @@ State state();
 void set_state(State s);
 // Reserves `blocks` counters and returns the first (for ops that draw).
 uint64_t advance(uint64_t blocks);
+// The same, returning the seed and the first reserved counter together (atomically). Draw
+// primitives carry them as attributes "seed", "offset" and "blocks"; a graph interpreter
+// reserves fresh counters with this each time it runs one.
+State reserve(uint64_t blocks);
 
 Tensor uniform(const Shape& shape, double lo = 0, double hi = 1, DType dtype = f32);
 Tensor normal(const Shape& shape, double mean = 0, double stddev = 1, DType dtype = f32);

@@ -15,8 +15,14 @@ int64_t Shape::numel() const {
   return n;
 }
 
+// Unknown dims (-1) print as "?".
 std::string Shape::str() const {
-  return fmt::format("[{}]", fmt::join(dims_, ","));
+  std::string s = "[";
+  for (size_t i = 0; i < dims_.size(); ++i) {
+    if (i) s += ',';
+    s += dims_[i] < 0 ? std::string("?") : std::to_string(dims_[i]);
+  }
+  return s + "]";
 }
 
 Strides contiguous_strides(const Shape& shape) {
@@ -35,10 +41,14 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   for (size_t i = 0; i < r; ++i) {
     const int64_t da = i < r - a.size() ? 1 : a[i - (r - a.size())];
     const int64_t db = i < r - b.size() ? 1 : b[i - (r - b.size())];
-    KILN_CHECK(da == db || da == 1 || db == 1,
+    // An unknown dim (-1) matches anything; the result is the known side unless it is 1.
+    KILN_CHECK(da == db || da == 1 || db == 1 || da < 0 || db < 0,
                "{}: shapes {} and {} cannot be broadcast together (dim {}: {} vs {})", op, a.str(),
                b.str(), i, da, db);
-    out[i] = da == 1 ? db : da;
+    if (da < 0 || db < 0)
+      out[i] = (da < 0 && db < 0) ? -1 : (da < 0 ? (db == 1 ? -1 : db) : (da == 1 ? -1 : da));
+    else
+      out[i] = da == 1 ? db : da;
   }
   return Shape(std::move(out));
 }

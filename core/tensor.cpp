@@ -10,7 +10,8 @@ namespace kiln {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape)
-    KILN_CHECK(d >= 0, "empty: negative dim in shape {} ({})", shape.str(), name(dtype));
+    KILN_CHECK(d >= 0, "empty: negative dim in shape [{}] ({})", fmt::join(shape.dims(), ","),
+               name(dtype));
   auto impl = std::make_shared<TensorImpl>();
   impl->dtype = dtype;
   impl->shape = shape;

@@ -1,0 +1,68 @@
+#pragma once
+
+// Tracing: while a trace is recorded, a TraceContext on this thread redirects every
+// primitive into a graph node (DESIGN.md section 2.5). Tensor arguments become symbolic
+// tensors (no data; they carry their graph value); concrete tensors met during the trace
+// become constants; Variable reads and assigns become ordered read_variable and
+// assign_variable nodes; random draws keep attributes that the interpreter replaces with
+// freshly reserved Philox counters on every call.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <kiln/core/dispatch.h>
+#include <kiln/tracer/graph.h>
+
+namespace kiln::tracer {
+
+class TraceContext;
+
+// What a symbolic tensor carries: its trace and its value id there.
+struct SymbolicValue : TensorExtension {
+  SymbolicValue(const TraceContext* c, int v) : ctx(c), value(v) {}
+  const TraceContext* ctx;
+  int value;
+};
+
+class TraceContext : public DispatchHook {
+ public:
+  // `allow_variable_creation`: true on a function's first trace only (TF's rule).
+  TraceContext(std::string name, bool allow_variable_creation);
+
+  Tensor add_param(const TensorType& type);
+  // The value id of `t` in this trace: its own symbolic value, or a new constant.
+  int value_of(const Tensor& t);
+  Tensor symbolic(int value) const;
+  void set_results(const std::vector<Tensor>& results);
+  ir::Graph& graph() { return graph_; }
+
+  bool redirect(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs,
+                std::vector<Tensor>& outputs) override;
+  bool redirect_variable_read(VariableImpl& var, Tensor& value) override;
+  bool redirect_variable_assign(VariableImpl& var, const Tensor& value) override;
+  bool captures_state() const override { return true; }
+  void on_variable_create(const std::string& name) override;
+
+ private:
+  int variable_index(VariableImpl& var);
+
+  ir::Graph graph_;
+  bool allow_variable_creation_;
+  std::unordered_map<uint64_t, int> constants_;  // concrete tensor id -> value
+  std::unordered_map<const VariableImpl*, int> variables_;
+  std::vector<Tensor> keep_alive_;  // constants' tensors, so their ids stay unique
+};
+
+// Traces fn(params) into a graph. The global RNG state is left as it was: tracing draws
+// nothing.
+ir::Graph trace(const std::string& name, const std::vector<TensorType>& params,
+                const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
+                bool allow_variable_creation);
+
+// Runs a graph with the eager kernels (the reference semantics of every compiled function).
+std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inputs);
+
+}  // namespace kiln::tracer
