@@ -17,3 +17,4 @@
 #include <kiln/core/shape.h>
 #include <kiln/core/tensor.h>
 #include <kiln/tracer/function.h>
+#include <kiln/tracer/control_flow.h>

@@ -11,8 +11,23 @@ namespace {
 thread_local std::vector<GradientTape*> t_tapes;
 thread_local const std::vector<bool>* t_needs_grad = nullptr;
 
+bool has_unknown_dims(const Shape& s) {
+  return std::any_of(s.begin(), s.end(), [](int64_t d) { return d < 0; });
+}
+
+// Equal shapes, where an unknown (-1) dim matches anything.
+bool compatible(const Shape& a, const Shape& b) {
+  if (a.rank() != b.rank()) return false;
+  for (int64_t d = 0; d < a.rank(); ++d)
+    if (a[d] != b[d] && a[d] >= 0 && b[d] >= 0) return false;
+  return true;
+}
+
 // A data-less stand-in that carries only the dtype and shape of what a rule does not read.
+// A (symbolic) tensor with unknown dims is kept as it is: it costs no memory, and a rule may
+// need it to read its concrete shape at run time (ones_like(x), via fill_like).
 Tensor placeholder(const Tensor& t) {
+  if (t.is_symbolic() && has_unknown_dims(t.shape())) return t;
   return Tensor::symbolic(t.shape(), t.dtype(), nullptr);
 }
 
@@ -20,6 +35,8 @@ Tensor placeholder(const Tensor& t) {
 
 namespace autograd {
 
+// With unknown dims: an unknown grad dim against a 1 is summed (a no-op if it is 1 at run
+// time); an unknown target dim is taken as not broadcast (see core/ops_shape.cpp).
 Tensor unbroadcast(const Tensor& grad, const Shape& shape) {
   if (grad.shape() == shape) return grad;
   const int64_t lead = grad.rank() - shape.rank();
@@ -28,8 +45,21 @@ Tensor unbroadcast(const Tensor& grad, const Shape& shape) {
   std::vector<int64_t> axes;
   for (int64_t i = 0; i < grad.rank(); ++i)
     if (i < lead || (shape[i - lead] == 1 && grad.dim(i) != 1)) axes.push_back(i);
-  Tensor g = axes.empty() ? grad : sum(grad, axes, /*keepdims=*/true);
-  return reshape(g, shape);
+  if (!has_unknown_dims(shape) && !has_unknown_dims(grad.shape())) {
+    Tensor g = axes.empty() ? grad : sum(grad, axes, /*keepdims=*/true);
+    return reshape(g, shape);
+  }
+  // No reshape to `shape` (it may hold several -1s): sum the broadcast axes keeping them,
+  // then drop the leading ones.
+  std::vector<int64_t> kept(axes.begin() + std::min<int64_t>(lead, axes.size()), axes.end());
+  Tensor g = kept.empty() ? grad : sum(grad, kept, /*keepdims=*/true);
+  if (lead > 0) {
+    std::vector<int64_t> leading(static_cast<size_t>(lead));
+    for (int64_t i = 0; i < lead; ++i)
+      leading[static_cast<size_t>(i)] = i;
+    g = sum(g, leading, /*keepdims=*/false);
+  }
+  return g;
 }
 
 void register_vjp(const char* name, VjpFn vjp, uint32_t needs) {
@@ -42,7 +72,8 @@ bool needs_grad(size_t input) {
 
 }  // namespace autograd
 
-GradientTape::GradientTape(TapeOptions options) : options_(options) {
+GradientTape::GradientTape(TapeOptions options)
+    : options_(options), created_in_trace_(state_is_captured()) {
   t_tapes.push_back(this);
   scope_ = std::make_unique<HookScope>(this);
 }
@@ -164,7 +195,10 @@ std::unordered_map<uint64_t, Tensor> GradientTape::backprop(
     }
     if (!any) continue;
     for (size_t k = 0; k < og.size(); ++k)
-      if (!og[k].defined()) og[k] = zeros(e.outputs[k].shape(), e.outputs[k].dtype());
+      if (!og[k].defined())
+        og[k] = has_unknown_dims(e.outputs[k].shape())
+                    ? zeros_like(e.outputs[k])  // kept by placeholder(): shape read at run time
+                    : zeros(e.outputs[k].shape(), e.outputs[k].dtype());
     needs.assign(e.inputs.size(), false);
     for (size_t i = 0; i < e.inputs.size(); ++i)
       needs[i] = tracks(e.input_ids[i]);
@@ -184,7 +218,7 @@ std::unordered_map<uint64_t, Tensor> GradientTape::backprop(
                 e.op ? e.op->name() : "custom_gradient", ig.size(), e.inputs.size());
     for (size_t i = 0; i < ig.size(); ++i) {
       if (!ig[i].defined() || !needs[i]) continue;
-      KILN_CHECK(ig[i].shape() == e.inputs[i].shape(),
+      KILN_CHECK(compatible(ig[i].shape(), e.inputs[i].shape()),
                  "gradient: the rule of '{}' gave a {} gradient for input {} of shape {}",
                  e.op ? e.op->name() : "custom_gradient", ig[i].type_str(), i,
                  e.inputs[i].shape().str());

@@ -91,6 +91,14 @@ class GradientTape : public DispatchHook {
   void on_variable_read(VariableImpl& var, const Tensor& value) override;
 
   size_t recorded_ops() const { return entries_.size(); }
+  // Whether gradients would flow from `t` on this tape (watched, or computed from something
+  // watched while recording).
+  bool is_watching(const Tensor& t) const { return recording_ && tracks(t.id()); }
+  // Whether this tape was created inside a trace and may still be asked for gradients of
+  // what it records there.
+  bool records_traced_ops() const {
+    return created_in_trace_ && recording_ && (options_.persistent || !used_);
+  }
 
  private:
   struct Entry {
@@ -112,6 +120,7 @@ class GradientTape : public DispatchHook {
                                    Unconnected unconnected, bool consume);
 
   TapeOptions options_;
+  bool created_in_trace_ = false;
   bool recording_ = true;
   bool used_ = false;
   std::deque<Entry> entries_;  // a deque: a persistent tape may record while it differentiates

@@ -24,9 +24,15 @@ Tensor keep_dims(Tensor t, const Attrs& attrs) {
   return t;
 }
 
+// broadcast_to(g, x.shape()) is right when x's reduced dims are known (a -1 elsewhere keeps
+// g's own dim, which is x's). An unknown reduced dim is read at run time: g * ones_like(x)
+// (the tape keeps a symbolic x with unknown dims instead of a placeholder, see tape.cpp).
 Grads reduce_sum_vjp(In in, const Attrs& attrs, In, In g) {
   if (!is_floating(in[0].dtype())) return {Tensor()};
-  return {broadcast_to(keep_dims(g[0], attrs), in[0].shape())};
+  const Shape& xs = in[0].shape();
+  for (int64_t a : attrs.ints("axes"))
+    if (xs[static_cast<size_t>(a)] < 0) return {keep_dims(g[0], attrs) * ones_like(in[0])};
+  return {broadcast_to(keep_dims(g[0], attrs), xs)};
 }
 
 // reduce_max / reduce_min. Tie rule: the gradient of each output is split EQUALLY among all
@@ -72,6 +78,8 @@ Grads reduce_prod_vjp(In in, const Attrs& attrs, In, In g) {
   std::vector<bool> reduced(static_cast<size_t>(xs.rank()), false);
   int64_t n = 1;
   for (int64_t a : axes) {
+    KILN_CHECK(xs[static_cast<size_t>(a)] >= 0,
+               "reduce_prod gradient: reduced dim {} of {} is unknown", a, x.type_str());
     reduced[static_cast<size_t>(a)] = true;
     n *= xs[static_cast<size_t>(a)];
   }

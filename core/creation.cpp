@@ -1,6 +1,11 @@
-// Creation ops: the "full" and "iota" primitives and the public creation functions built on
-// them (zeros, ones, arange, linspace, eye, ...), plus the dropout composite.
+// Creation ops: the "full", "iota" and "fill_like" primitives and the public creation functions
+// built on them (zeros, ones, arange, linspace, eye, ...), plus the dropout composite.
+//
+// Creation ops take their shape as an attribute, so it must be fully known: a -1 (unknown)
+// dim raises at trace time. zeros_like/ones_like/full_like of a tensor with unknown dims use
+// "fill_like" instead, whose output takes its input's concrete shape at run time.
 
+#include <algorithm>
 #include <cmath>
 
 #include <kiln/core/dispatch.h>
@@ -12,8 +17,13 @@ namespace kiln {
 namespace {
 
 void check_dims(const char* op, const std::vector<int64_t>& dims) {
-  for (int64_t d : dims)
+  for (int64_t d : dims) {
+    KILN_CHECK(d != -1,
+               "{}: shape {} has an unknown dim ([{}]); use zeros_like/ones_like/full_like of a "
+               "tensor of that shape instead",
+               op, Shape(dims).str(), fmt::join(dims, ","));
     KILN_CHECK(d >= 0, "{}: negative dim in shape [{}]", op, fmt::join(dims, ","));
+  }
 }
 
 std::vector<TensorType> infer_full(const OpDef&, std::span<const TensorType>, const Attrs& a) {
@@ -32,7 +42,32 @@ std::vector<TensorType> infer_iota(const OpDef&, std::span<const TensorType>, co
   return {TensorType{a.dtype("dtype"), Shape(dims)}};
 }
 
+std::vector<TensorType> infer_fill_like(const OpDef&, std::span<const TensorType> in,
+                                        const Attrs& a) {
+  return {TensorType{a.dtype("dtype"), in[0].shape}};
+}
+
+// fill_like runs the device's "full" kernel with the concrete shape inference gave it.
+std::vector<Tensor> fill_like_kernel(std::span<const Tensor> in, const Attrs& a,
+                                     std::span<const TensorType> out) {
+  static const OpDef& full = registry().op("full");
+  KernelFn k = full.kernel(in[0].device().type);
+  KILN_CHECK(k != nullptr, "fill_like: no 'full' kernel for device {}", in[0].device().str());
+  const Attrs fa{{"shape", out[0].shape.dims()}, {"value", a.f("value")}, {"dtype", out[0].dtype}};
+  return k({}, fa, out);
+}
+
 KILN_STATIC_INIT {
+  auto& fill = registry()
+                   .mutable_op("fill_like")
+                   .set_num_inputs(1)
+                   .set_flags(kNotDifferentiable)
+                   .set_infer(infer_fill_like)
+                   .set_doc(
+                       "A tensor shaped like the input (read at run time), of dtype `dtype`, "
+                       "with every element equal to `value`.");
+  for (int d = 0; d < kNumDeviceTypes; ++d)
+    fill.set_kernel(static_cast<DeviceType>(d), fill_like_kernel);
   registry()
       .mutable_op("full")
       .set_num_inputs(0)
@@ -60,14 +95,18 @@ Tensor zeros(const Shape& shape, DType dtype) {
 Tensor ones(const Shape& shape, DType dtype) {
   return full(shape, 1, dtype);
 }
+Tensor full_like(const Tensor& x, Scalar value) {
+  const auto& d = x.shape().dims();
+  if (std::all_of(d.begin(), d.end(), [](int64_t n) { return n >= 0; }))
+    return full(x.shape(), value, x.dtype());
+  static const OpDef& op = registry().op("fill_like");
+  return dispatch1(op, {x}, Attrs{{"value", value.to_double()}, {"dtype", x.dtype()}});
+}
 Tensor zeros_like(const Tensor& x) {
-  return full(x.shape(), 0, x.dtype());
+  return full_like(x, 0);
 }
 Tensor ones_like(const Tensor& x) {
-  return full(x.shape(), 1, x.dtype());
-}
-Tensor full_like(const Tensor& x, Scalar value) {
-  return full(x.shape(), value, x.dtype());
+  return full_like(x, 1);
 }
 
 Tensor iota(const Shape& shape, int64_t axis, DType dtype) {

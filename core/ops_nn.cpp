@@ -34,13 +34,14 @@ std::vector<TensorType> infer_matmul(const OpDef&, std::span<const TensorType> i
   const int64_t ra = a.shape.rank(), rb = b.shape.rank();
   const int64_t ka = a.shape[static_cast<size_t>(ra - 1)];
   const int64_t kb = rb == 1 ? b.shape[0] : b.shape[static_cast<size_t>(rb - 2)];
-  KILN_CHECK(ka == kb, "matmul: inner dimensions differ: a {} vs b {}", tstr(a), tstr(b));
+  KILN_CHECK(ka == kb || ka < 0 || kb < 0, "matmul: inner dimensions differ: a {} vs b {}", tstr(a),
+             tstr(b));
   Shape batch_a(std::vector<int64_t>(a.shape.begin(), a.shape.end() - std::min<int64_t>(ra, 2)));
   Shape batch_b(std::vector<int64_t>(b.shape.begin(), b.shape.end() - std::min<int64_t>(rb, 2)));
   for (int64_t i = 1; i <= std::min(batch_a.rank(), batch_b.rank()); ++i) {
     const int64_t da = batch_a[static_cast<size_t>(batch_a.rank() - i)];
     const int64_t db = batch_b[static_cast<size_t>(batch_b.rank() - i)];
-    KILN_CHECK(da == db || da == 1 || db == 1,
+    KILN_CHECK(da == db || da == 1 || db == 1 || da < 0 || db < 0,
                "matmul: batch dimensions do not broadcast: a {} vs b {}", tstr(a), tstr(b));
   }
   Shape out = broadcast_shapes(batch_a, batch_b, "matmul");
@@ -57,7 +58,7 @@ std::vector<TensorType> infer_conv2d(const OpDef&, std::span<const TensorType> i
   KILN_CHECK(x.shape.rank() == 4, "conv2d: x must be NHWC (rank 4): {}", what);
   KILN_CHECK(w.shape.rank() == 4, "conv2d: filter must be HWIO (rank 4): {}", what);
   KILN_CHECK(x.dtype == w.dtype, "conv2d: operands have different dtypes: {}", what);
-  KILN_CHECK(x.shape[3] == w.shape[2],
+  KILN_CHECK(x.shape[3] == w.shape[2] || x.shape[3] < 0 || w.shape[2] < 0,
              "conv2d: input channels differ: x has {}, filter expects {}: {}", x.shape[3],
              w.shape[2], what);
   check_pair(a, "strides", "conv2d", what);

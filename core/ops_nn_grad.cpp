@@ -86,7 +86,11 @@ std::vector<TensorType> infer_conv_input(const OpDef& def, std::span<const Tenso
   KILN_CHECK(dim_eq(g.shape[0], x[0]) && dim_eq(g.shape[1], oh) && dim_eq(g.shape[2], ow),
              "{}: grad must have shape [{},{},{},{}] (conv2d's output): {}", op, x[0], oh, ow,
              w.shape[3], what);
-  return {TensorType{g.dtype, x}};
+  // Unknown sizes (from a traced x with unknown dims) are resolved from the operands.
+  Shape out = x;
+  if (out[0] < 0) out[0] = g.shape[0];
+  if (out[3] < 0) out[3] = w.shape[2];
+  return {TensorType{g.dtype, out}};
 }
 
 // inputs: x [N,H,W,C], grad [N,OH,OW,O]; attr filter_sizes [KH,KW,C,O] -> [KH,KW,C,O]
@@ -113,7 +117,10 @@ std::vector<TensorType> infer_conv_filter(const OpDef& def, std::span<const Tens
                  dim_eq(g.shape[3], w[3]),
              "{}: grad must have shape [{},{},{},{}] (conv2d's output): {}", op, x.shape[0], oh, ow,
              w[3], what);
-  return {TensorType{g.dtype, w}};
+  Shape out = w;
+  if (out[2] < 0) out[2] = x.shape[3];
+  if (out[3] < 0) out[3] = g.shape[3];
+  return {TensorType{g.dtype, out}};
 }
 
 void check_window(const Attrs& a, const char* op, const std::string& what) {
@@ -148,8 +155,11 @@ std::vector<TensorType> infer_max_pool_grad(const OpDef& def, std::span<const Te
 
 std::vector<TensorType> infer_max_pool_select(const OpDef& def, std::span<const TensorType> in,
                                               const Attrs& a) {
-  KILN_CHECK(in[2].dtype == in[0].dtype && in[2].shape == in[0].shape,
-             "{}: values {} must match x {}", def.name(), tstr(in[2]), tstr(in[0]));
+  bool same = in[2].shape.rank() == in[0].shape.rank();
+  for (int64_t d = 0; same && d < in[0].shape.rank(); ++d)
+    same = dim_eq(in[2].shape[d], in[0].shape[d]);
+  KILN_CHECK(in[2].dtype == in[0].dtype && same, "{}: values {} must match x {}", def.name(),
+             tstr(in[2]), tstr(in[0]));
   const TensorType as_grad[3] = {in[0], in[1], in[1]};
   infer_max_pool_grad(def, as_grad, a);
   return {in[1]};
@@ -172,7 +182,10 @@ std::vector<TensorType> infer_avg_pool_grad(const OpDef& def, std::span<const Te
                  dim_eq(g.shape[3], x[3]),
              "{}: grad must have shape [{},{},{},{}] (avg_pool2d's output): {}", op, x[0], oh, ow,
              x[3], what);
-  return {TensorType{g.dtype, x}};
+  Shape out = x;
+  if (out[0] < 0) out[0] = g.shape[0];
+  if (out[3] < 0) out[3] = g.shape[3];
+  return {TensorType{g.dtype, out}};
 }
 
 std::vector<int64_t> dims_of(const Shape& s) {

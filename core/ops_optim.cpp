@@ -14,9 +14,14 @@ std::vector<TensorType> infer_adam(const OpDef& def, std::span<const TensorType>
   KILN_CHECK(is_floating(var.dtype), "{}: the variable must be floating point, got {}{}",
              def.name(), name(var.dtype), var.shape.str());
   const char* names[] = {"var", "m", "v", "grad"};
-  for (size_t i = 1; i < in.size(); ++i)
-    KILN_CHECK(in[i] == var, "{}: {} is {}{} but var is {}{}", def.name(), names[i],
-               name(in[i].dtype), in[i].shape.str(), name(var.dtype), var.shape.str());
+  for (size_t i = 1; i < in.size(); ++i) {
+    // Unknown (-1) dims match anything.
+    bool same = in[i].dtype == var.dtype && in[i].shape.rank() == var.shape.rank();
+    for (int64_t d = 0; same && d < var.shape.rank(); ++d)
+      same = in[i].shape[d] == var.shape[d] || in[i].shape[d] < 0 || var.shape[d] < 0;
+    KILN_CHECK(same, "{}: {} is {}{} but var is {}{}", def.name(), names[i], name(in[i].dtype),
+               in[i].shape.str(), name(var.dtype), var.shape.str());
+  }
   return {var, var, var};
 }
 

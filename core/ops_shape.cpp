@@ -1,6 +1,24 @@
 // Movement primitives (reshape, transpose, broadcast_to, slice, pad, concatenate, gather,
 // scatter_add) with their inference, and the composites built on them (squeeze, expand_dims,
 // stack, split, one_hot).
+//
+// Unknown dims. A traced function's TensorSpecs may have dims of -1 ("unknown", printed "?"),
+// so every inference rule may see them. The rules, for all primitives (see ARCHITECTURE.md):
+//  - An unknown input dim propagates to the outputs it flows into; checks that two dims are
+//    equal (matmul inner dims, concat, conv channels, select, scatter_add, ...) pass when
+//    either side is -1; the interpreter re-runs inference on concrete tensors at call time,
+//    where the real check happens.
+//  - Nothing multiplies dims that may be -1 (Shape::numel is meaningless there).
+//  - reshape: the "shape" attr may hold one -1, "whatever is left". infer_reshape resolves it
+//    from the input's numel when the input is fully known and leaves it -1 otherwise; the
+//    public reshape() never computes the numel of an input with unknown dims.
+//  - broadcast_to: a -1 in the target means "keep the input's dim" (torch.expand); it is an
+//    error where the input has no such dim (a new leading dim).
+//  - slice/split need the sliced dim to be known ("slice: dim 0 of f32[?,3] is unknown").
+//  - Creation ops (full, iota, rng_*) reject unknown dims; zeros_like/ones_like/full_like of a
+//    tensor with unknown dims use the "fill_like" primitive, which reads the shape at run time.
+//  - A -1 dim is assumed not to be a broadcast 1 at run time where the other side is known
+//    and > 1 (the traced gradient would not sum over it).
 
 #include <algorithm>
 #include <numeric>
@@ -15,12 +33,36 @@ std::string type_str(const TensorType& t) {
   return fmt::format("{}{}", name(t.dtype), t.shape.str());
 }
 
+bool fully_known(const Shape& s) {
+  return std::none_of(s.begin(), s.end(), [](int64_t d) { return d < 0; });
+}
+
+// The "shape" attr may hold one -1 ("whatever is left"): resolved from the input's numel when
+// the input is fully known, left unknown otherwise.
 std::vector<TensorType> infer_reshape(const OpDef&, std::span<const TensorType> in,
                                       const Attrs& a) {
   Shape s(a.ints("shape"));
-  KILN_CHECK(s.numel() == in[0].shape.numel(),
-             "reshape: cannot reshape {} ({} elements) into {} ({} elements)", type_str(in[0]),
-             in[0].shape.numel(), s.str(), s.numel());
+  int64_t known = 1, infer_at = -1;
+  for (int64_t i = 0; i < s.rank(); ++i) {
+    if (s[i] == -1) {
+      KILN_CHECK(infer_at < 0, "reshape: more than one -1 in {} (reshaping {})", s.str(),
+                 type_str(in[0]));
+      infer_at = i;
+    } else {
+      KILN_CHECK(s[i] >= 0, "reshape: negative dim {} in [{}] (reshaping {})", s[i],
+                 fmt::join(s.dims(), ","), type_str(in[0]));
+      known *= s[i];
+    }
+  }
+  if (!fully_known(in[0].shape)) return {{in[0].dtype, s}};  // checked at run time
+  const int64_t n = in[0].shape.numel();
+  if (infer_at >= 0) {
+    KILN_CHECK(known > 0 && n % known == 0, "reshape: cannot reshape {} ({} elements) into {}",
+               type_str(in[0]), n, s.str());
+    s[infer_at] = n / known;
+  }
+  KILN_CHECK(s.numel() == n, "reshape: cannot reshape {} ({} elements) into {} ({} elements)",
+             type_str(in[0]), n, s.str(), s.numel());
   return {{in[0].dtype, s}};
 }
 
@@ -44,12 +86,24 @@ std::vector<TensorType> infer_transpose(const OpDef&, std::span<const TensorType
 
 std::vector<TensorType> infer_broadcast(const OpDef&, std::span<const TensorType> in,
                                         const Attrs& a) {
+  // A -1 in the target keeps the input's dim (torch.expand); an unknown input dim matches any
+  // target dim (the run-time inference checks it).
   Shape target(a.ints("shape"));
   const Shape& s = in[0].shape;
   bool ok = s.size() <= target.size();
-  for (size_t i = 0; ok && i < s.size(); ++i) {
-    const int64_t d = s[s.size() - 1 - i], t = target[target.size() - 1 - i];
-    ok = d == t || d == 1;
+  const size_t lead = ok ? target.size() - s.size() : 0;
+  for (size_t i = 0; ok && i < target.size(); ++i) {
+    KILN_CHECK(target[i] >= -1, "broadcast_to: negative dim in target [{}] (for {})",
+               fmt::join(target.dims(), ","), type_str(in[0]));
+    if (i < lead) {
+      KILN_CHECK(target[i] >= 0,
+                 "broadcast_to: target [{}] keeps (-1) dim {}, which {} does not have",
+                 fmt::join(target.dims(), ","), i, type_str(in[0]));
+      continue;
+    }
+    const int64_t d = s[i - lead];
+    if (target[i] == -1) target[i] = d;
+    ok = d == target[i] || d == 1 || d < 0 || target[i] < 0;
   }
   KILN_CHECK(ok, "broadcast_to: cannot broadcast {} to shape {}", type_str(in[0]), target.str());
   return {{in[0].dtype, target}};
@@ -61,6 +115,7 @@ std::vector<TensorType> infer_slice(const OpDef&, std::span<const TensorType> in
   KILN_CHECK(axis >= 0 && axis < s.rank(), "slice: axis {} is out of range for {}", axis,
              type_str(in[0]));
   KILN_CHECK(step > 0, "slice: step must be positive, got {} (for {})", step, type_str(in[0]));
+  KILN_CHECK(s[axis] >= 0, "slice: dim {} of {} is unknown", axis, type_str(in[0]));
   KILN_CHECK(0 <= start && start <= stop && stop <= s[axis],
              "slice: [{}:{}] is out of range for dim {} of size {} in {}", start, stop, axis,
              s[axis], type_str(in[0]));
@@ -78,7 +133,7 @@ std::vector<TensorType> infer_pad(const OpDef&, std::span<const TensorType> in, 
     KILN_CHECK(pads[2 * d] >= 0 && pads[2 * d + 1] >= 0,
                "pad: negative padding ({}, {}) on dim {} of {}", pads[2 * d], pads[2 * d + 1], d,
                type_str(in[0]));
-    s[d] += pads[2 * d] + pads[2 * d + 1];
+    if (s[d] >= 0) s[d] += pads[2 * d] + pads[2 * d + 1];
   }
   return {{in[0].dtype, s}};
 }
@@ -91,11 +146,14 @@ std::vector<TensorType> infer_concat(const OpDef&, std::span<const TensorType> i
              type_str(in[0]));
   for (size_t i = 1; i < in.size(); ++i) {
     bool ok = in[i].shape.rank() == s.rank() && in[i].dtype == in[0].dtype;
-    for (int64_t d = 0; ok && d < s.rank(); ++d)
-      ok = d == axis || in[i].shape[d] == s[d];
+    for (int64_t d = 0; ok && d < s.rank(); ++d) {
+      const int64_t di = in[i].shape[d];
+      ok = d == axis || di == s[d] || di < 0 || s[d] < 0;
+      if (ok && d != axis && s[d] < 0) s[d] = di;  // a known dim wins over an unknown one
+    }
     KILN_CHECK(ok, "concat: tensor {} is {}, which does not match {} outside axis {}", i,
                type_str(in[i]), type_str(in[0]), axis);
-    s[axis] += in[i].shape[axis];
+    s[axis] = s[axis] < 0 || in[i].shape[axis] < 0 ? -1 : s[axis] + in[i].shape[axis];
   }
   return {{in[0].dtype, s}};
 }
@@ -120,7 +178,10 @@ std::vector<TensorType> infer_gather(const OpDef&, std::span<const TensorType> i
 std::vector<TensorType> infer_scatter_add(const OpDef& op, std::span<const TensorType> in,
                                           const Attrs& a) {
   auto expected = infer_gather(op, in.first(2), a)[0];
-  KILN_CHECK(in[2].dtype == in[0].dtype && in[2].shape == expected.shape,
+  bool same = in[2].shape.rank() == expected.shape.rank();
+  for (int64_t d = 0; same && d < expected.shape.rank(); ++d)
+    same = in[2].shape[d] == expected.shape[d] || in[2].shape[d] < 0 || expected.shape[d] < 0;
+  KILN_CHECK(in[2].dtype == in[0].dtype && same,
              "scatter_add: updates must be {}, got {} (x {}, indices {})", type_str(expected),
              type_str(in[2]), type_str(in[0]), type_str(in[1]));
   return {in[0]};
@@ -150,6 +211,7 @@ KILN_STATIC_INIT {
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   KILN_OP(op, "reshape");
+  if (shape == x.shape()) return x;  // also when both have the same unknown dims
   std::vector<int64_t> dims = shape.dims();
   int64_t known = 1, infer_at = -1;
   for (size_t i = 0; i < dims.size(); ++i) {
@@ -163,7 +225,8 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
       known *= dims[i];
     }
   }
-  if (infer_at >= 0) {
+  // With unknown input dims the -1 stays: infer_reshape resolves it on concrete inputs.
+  if (infer_at >= 0 && fully_known(x.shape())) {
     KILN_CHECK(known > 0 && x.numel() % known == 0,
                "reshape: cannot reshape {} ({} elements) into {}", x.type_str(), x.numel(),
                shape.str());
@@ -192,6 +255,7 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
 
 Tensor squeeze(const Tensor& x, int64_t axis) {
   axis = normalize_axis(axis, x.rank(), "squeeze");
+  KILN_CHECK(x.dim(axis) >= 0, "squeeze: dim {} of {} is unknown", axis, x.type_str());
   KILN_CHECK(x.dim(axis) == 1, "squeeze: dim {} of {} has size {}, not 1", axis, x.type_str(),
              x.dim(axis));
   std::vector<int64_t> dims = x.shape().dims();
@@ -210,6 +274,7 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t stop, int64_t
   KILN_OP(op, "slice");
   axis = normalize_axis(axis, x.rank(), "slice");
   const int64_t n = x.dim(axis);
+  KILN_CHECK(n >= 0, "slice: dim {} of {} is unknown", axis, x.type_str());
   KILN_CHECK(start >= -n && start <= n && stop >= -n && stop <= n,
              "slice: [{}:{}] is out of range for dim {} of size {} in {}", start, stop, axis, n,
              x.type_str());
@@ -248,6 +313,7 @@ Tensor stack(const std::vector<Tensor>& tensors, int64_t axis) {
 
 std::vector<Tensor> split(const Tensor& x, int64_t n, int64_t axis) {
   axis = normalize_axis(axis, x.rank(), "split");
+  KILN_CHECK(x.dim(axis) >= 0, "split: dim {} of {} is unknown", axis, x.type_str());
   KILN_CHECK(n > 0 && x.dim(axis) % n == 0, "split: dim {} of {} (size {}) does not split into {}",
              axis, x.type_str(), x.dim(axis), n);
   const int64_t size = x.dim(axis) / n;
@@ -283,9 +349,8 @@ Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype) {
   KILN_CHECK(!is_floating(indices.dtype()), "one_hot: indices must be integers, got {}",
              indices.type_str());
   KILN_CHECK(depth >= 0, "one_hot: negative depth {}", depth);
-  Shape s = indices.shape();
-  s.push_back(depth);
-  Tensor positions = iota(s, s.rank() - 1, indices.dtype());
+  // [depth] positions broadcast against [..., 1] indices: works with unknown index dims.
+  Tensor positions = iota(Shape{depth}, 0, indices.dtype());
   return cast(equal(expand_dims(indices, -1), positions), dtype);
 }
 

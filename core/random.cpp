@@ -80,6 +80,11 @@ int64_t values_per_block(const std::string& op, DType dtype) {
 
 void check_shape(const char* op, const std::vector<int64_t>& dims) {
   for (int64_t d : dims)
+    KILN_CHECK(d != -1,
+               "{}: shape {} has an unknown dim ([{}]); random draws need a known shape (use "
+               "zeros_like/ones_like for shapes read at run time)",
+               op, Shape(dims).str(), fmt::join(dims, ","));
+  for (int64_t d : dims)
     KILN_CHECK(d >= 0, "{}: negative dim in shape [{}]", op, fmt::join(dims, ","));
 }
 

@@ -314,3 +314,102 @@ TEST_CASE("misuse: reading a symbolic tensor raises and points to cond/while_loo
   auto g = kiln::function([](const Tensor& x) { return x.to_vector<float>().size() ? x : x; });
   check_error([&] { g(tensor({1.f})); }, {"to_vector", "symbolic"});
 }
+
+TEST_CASE("control flow: cond and while_loop eagerly, with gradients") {
+  Tensor x = tensor({1.5, -2.0});
+  auto pick = [&](const Tensor& p) {
+    return kiln::cond(
+        p, [&] { return x * 2.0; }, [&] { return x - 1.0; });
+  };
+  check_close(pick(tensor(true)), {3, -4});
+  check_close(pick(tensor(false)), {0.5, -3});
+  // while: double v until its sum exceeds 20; the trip count depends on the data.
+  auto run = [](const Tensor& v0) {
+    return while_loop([](const std::vector<Tensor>& v) { return sum(v[0]) < 20.0; },
+                      [](const std::vector<Tensor>& v) {
+                        return std::vector<Tensor>{v[0] * 2.0, v[1] + 1.0};
+                      },
+                      {v0, tensor(0.0)});
+  };
+  auto out = run(tensor({1.0, 2.0}));
+  check_close(out[0], {8, 16});
+  check_close(out[1], {3});
+  // A tape records the iterations that ran: d(sum v)/dv0 = 2^trips.
+  Tensor v0 = tensor({1.0, 2.0});
+  GradientTape tape;
+  tape.watch(v0);
+  Tensor s = sum(run(v0)[0]);
+  check_close(tape.gradient(s, v0), {8, 8});
+  check_error(
+      [&] {
+        kiln::cond(
+            tensor({true, false}), [&] { return x; }, [&] { return x; });
+      },
+      {"cond", "scalar", "bool[2]"});
+}
+
+TEST_CASE("control flow: traced cond and while_loop are regions of one node") {
+  auto f = kiln::function([](const Tensor& x, const Tensor& flag) {
+    Tensor scale = x * 3.f;  // captured by the then branch
+    return kiln::cond(
+        flag > 0.f, [&] { return scale + 1.f; }, [&] { return exp(x); });
+  });
+  Tensor x = tensor({0.f, 1.f});
+  check_close(f(x, tensor(1.f)), {1, 4});
+  check_close(f(x, tensor(-1.f)), {1, std::exp(1.0)}, 1e-6);
+  CHECK(f.tracing_count() == 1);  // one trace serves both branches
+  const ConcreteFunction cf = f.get_concrete_function(x, tensor(1.f));
+  const std::string text = cf.ir();
+  CHECK(text.find("= cond(") != std::string::npos);
+  CHECK(text.find("regions {") != std::string::npos);
+  ir::verify(cf.graph());
+  CHECK(ir::print(ir::parse(text)) == text);
+
+  // A data-dependent loop: count the halvings until x < 1.
+  auto g = kiln::function([](const Tensor& x) {
+    auto r = while_loop([](const std::vector<Tensor>& v) { return max(v[0]) >= 1.f; },
+                        [](const std::vector<Tensor>& v) {
+                          return std::vector<Tensor>{v[0] * 0.5f, v[1] + 1};
+                        },
+                        {x, tensor(0)});
+    return r[1];
+  });
+  CHECK(g(tensor({3.f, 5.f})).item<int32_t>() == 3);
+  CHECK(g(tensor({100.f, 1.f})).item<int32_t>() == 7);
+  CHECK(g.tracing_count() == 1);
+  const std::string wtext = g.get_concrete_function(tensor({3.f, 5.f})).ir();
+  CHECK(wtext.find("= while(") != std::string::npos);
+  ir::verify(g.get_concrete_function(tensor({3.f, 5.f})).graph());
+  CHECK(ir::print(ir::parse(wtext)) == wtext);
+
+  // A tape outside a call differentiates through the regions the interpreter runs.
+  Tensor a = tensor({2.0});
+  auto h = kiln::function([](const Tensor& v) {
+    return kiln::cond(
+        sum(v) > 0.0, [&] { return v * v; }, [&] { return -v; });
+  });
+  GradientTape tape({.persistent = true});
+  tape.watch(a);
+  Tensor y = h(a);
+  check_close(tape.gradient(y, a), {4});
+  // A tape inside the trace that would need the cond's gradient is refused, not ignored.
+  Variable w(tensor({1.f}), "w");
+  auto bad = kiln::function([&](const Tensor& v) {
+    GradientTape t;
+    Tensor r = kiln::cond(
+        sum(v) > 0.f, [&] { return v * w; }, [&] { return v; });
+    return t.gradient(sum(r), {w})[0];
+  });
+  check_error([&] { bad(tensor({1.f})); }, {"cond", "not supported yet"});
+}
+
+TEST_CASE("control flow: a function with a cond inlines into another") {
+  auto inner = kiln::function([](const Tensor& x) {
+    return kiln::cond(
+        x[0] > 0.f, [&] { return x * 10.f; }, [&] { return x; });
+  });
+  auto outer = kiln::function([&](const Tensor& x) { return inner(x) + 1.f; });
+  check_close(outer(tensor({1.f, 2.f})), {11, 21});
+  check_close(outer(tensor({-1.f, 2.f})), {0, 3});
+  CHECK(outer.get_concrete_function(tensor({1.f, 2.f})).ir().find("= cond(") != std::string::npos);
+}

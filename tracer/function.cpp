@@ -89,6 +89,15 @@ int FunctionCore::tracing_count() const {
   return traces_;
 }
 
+std::vector<ConcreteFunction> FunctionCore::concrete_functions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ConcreteFunction> out;
+  out.reserve(cache_.size());
+  for (const auto& [key, entry] : cache_)
+    out.push_back(entry.first);
+  return out;
+}
+
 // reduce_retracing: when a tensor position has been seen with another shape of the same
 // rank, the dims that differed become unknown (-1) so one trace serves both.
 void FunctionCore::relax(Signature& sig) {

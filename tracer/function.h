@@ -172,6 +172,8 @@ class FunctionCore {
   explicit FunctionCore(FunctionOptions options) : options_(std::move(options)) {}
   const FunctionOptions& options() const { return options_; }
   int tracing_count() const;
+  // Every concrete function traced so far (in cache-key order).
+  std::vector<ConcreteFunction> concrete_functions() const;
   // The cached concrete function for `sig`, tracing with `fn` on a miss.
   ConcreteFunction concrete(
       Signature& sig, const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
@@ -217,6 +219,8 @@ class Function {
   }
 
   int tracing_count() const { return core_->tracing_count(); }
+  // Every concrete function traced so far (saved_function::save uses them).
+  std::vector<ConcreteFunction> concrete_functions() const { return core_->concrete_functions(); }
   const FunctionOptions& options() const { return core_->options(); }
 
  private:

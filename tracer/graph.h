@@ -11,6 +11,14 @@
 //   constant         () -> value          attrs: index (into Graph::constants)
 //   read_variable    () -> value          attrs: var (index into Graph::variables)
 //   assign_variable  (value) -> ()        attrs: var
+//   cond             (pred, then captures..., else captures...) -> results
+//                    attrs: then_inputs (the number of then captures); subgraphs [then, else]
+//   while            (loop vars..., cond captures..., body captures...) -> loop vars
+//                    attrs: num_vars, cond_inputs; subgraphs [cond, body]; cond's params are
+//                    (vars..., its captures...), body's the same with its own captures
+//
+// Subgraphs are whole Graphs with their own values and constants; their read_variable and
+// assign_variable nodes index the outermost graph's variables.
 //
 // Text form (golden-tested, stable):
 //   func @name(%0: f32[?,784], %1: i32[?]) -> (f32[]) {
@@ -30,11 +38,14 @@
 
 namespace kiln::ir {
 
+struct Graph;
+
 struct Node {
   std::string op;
   std::vector<int> inputs;   // value ids
   std::vector<int> outputs;  // value ids
   Attrs attrs;
+  std::vector<std::shared_ptr<Graph>> subgraphs;  // cond and while only
 };
 
 // A captured variable: the live handle while tracing, or only its name and type after

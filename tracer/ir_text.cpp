@@ -317,6 +317,20 @@ class Parser {
   explicit Parser(std::string_view text) : toks_(lex(text)) {}
 
   Graph run() {
+    Graph g = parse_function(/*root=*/true);
+    if (peek().kind != Tok::End)
+      fail(peek(), "'variables:', 'constants:' or the end of the text after the function");
+    return g;
+  }
+
+ private:
+  // Parses "func @name(params) -> (types) { body }" and its sections into a fresh Graph
+  // (subgraphs have constants but never variables: they use the outermost graph's).
+  Graph parse_function(bool root) {
+    if (++depth_ > kMaxDepth)
+      fail(peek(), fmt::format("regions nested at most {} deep", kMaxDepth));
+    Graph outer = std::move(g_);
+    g_ = Graph{};
     expect_keyword("func", "'func' to begin the function");
     if (peek().kind != Tok::Global) fail(peek(), "a function name like @name after 'func'");
     g_.name = next().str;
@@ -346,7 +360,7 @@ class Parser {
     }
     expect("{", "to open the function body");
     parse_body(result_types, sig_line);
-    if (is_keyword(peek(), "variables")) {
+    if (root && is_keyword(peek(), "variables")) {
       next();
       expect(":", "after 'variables'");
       while (peek().kind == Tok::Number) {
@@ -368,12 +382,14 @@ class Parser {
       while (peek().kind == Tok::Number)
         parse_constant();
     }
-    if (peek().kind != Tok::End)
-      fail(peek(), "'variables:', 'constants:' or the end of the text after the function");
-    return std::move(g_);
+    Graph done = std::move(g_);
+    g_ = std::move(outer);
+    --depth_;
+    return done;
   }
 
- private:
+  static constexpr int kMaxDepth = 64;
+  int depth_ = 0;
   std::vector<Token> toks_;
   size_t pos_ = 0;
   Graph g_;
@@ -582,6 +598,13 @@ class Parser {
         for (size_t i = 0; i < outs.size(); ++i)
           node.outputs.push_back(define(*outs[i], std::move(types[i])));
       }
+      if (is_keyword(peek(), "regions")) {
+        next();
+        expect("{", fmt::format("to open the regions of '{}'", node.op));
+        while (is_keyword(peek(), "func"))
+          node.subgraphs.push_back(std::make_shared<Graph>(parse_function(/*root=*/false)));
+        expect("}", fmt::format("'func' or '}}' to close the regions of '{}'", node.op));
+      }
       g_.nodes.push_back(std::move(node));
     }
   }
@@ -647,8 +670,13 @@ class Parser {
 
 }  // namespace
 
-std::string print(const Graph& g) {
-  std::string out = "func @";
+namespace {
+
+// Prints g with every line indented by `indent` spaces; subgraphs follow their node inside
+// "regions { ... }".
+void print_graph(std::string& out, const Graph& g, int indent) {
+  const std::string pad(static_cast<size_t>(indent), ' ');
+  out += pad + "func @";
   if (is_identifier(g.name))
     out += g.name;
   else
@@ -665,7 +693,7 @@ std::string print(const Graph& g) {
   }
   out += ") {\n";
   for (const Node& n : g.nodes) {
-    out += "  ";
+    out += pad + "  ";
     if (!n.outputs.empty()) {
       append_values(out, n.outputs);
       out += " = ";
@@ -693,18 +721,24 @@ std::string print(const Graph& g) {
         append_type_of(out, g, n.outputs[i]);
       }
     }
+    if (!n.subgraphs.empty()) {
+      out += " regions {\n";
+      for (const auto& sub : n.subgraphs)
+        print_graph(out, *sub, indent + 4);
+      out += pad + "  }";
+    }
     out += '\n';
   }
-  out += "  return";
+  out += pad + "  return";
   if (!g.results.empty()) {
     out += ' ';
     append_values(out, g.results);
   }
-  out += "\n}\n";
+  out += "\n" + pad + "}\n";
   if (!g.variables.empty()) {
-    out += "variables:\n";
+    out += pad + "variables:\n";
     for (size_t i = 0; i < g.variables.size(); ++i) {
-      out += fmt::format("  {} ", i);
+      out += fmt::format("{}  {} ", pad, i);
       append_quoted(out, g.variables[i].name);
       out += ' ';
       append_type(out, g.variables[i].type);
@@ -712,13 +746,20 @@ std::string print(const Graph& g) {
     }
   }
   if (!g.constants.empty()) {
-    out += "constants:\n";
+    out += pad + "constants:\n";
     for (size_t i = 0; i < g.constants.size(); ++i) {
-      out += fmt::format("  {} ", i);
+      out += fmt::format("{}  {} ", pad, i);
       append_constant(out, g.constants[i]);
       out += '\n';
     }
   }
+}
+
+}  // namespace
+
+std::string print(const Graph& g) {
+  std::string out;
+  print_graph(out, g, 0);
   return out;
 }
 

@@ -4,9 +4,37 @@
 
 namespace kiln::tracer {
 
+namespace {
+thread_local TraceContext* t_current = nullptr;
+}  // namespace
+
 TraceContext::TraceContext(std::string name, bool allow_variable_creation)
     : allow_variable_creation_(allow_variable_creation) {
   graph_.name = std::move(name);
+}
+
+TraceContext::TraceContext(std::string name, TraceContext* parent)
+    : allow_variable_creation_(parent->allow_variable_creation_),
+      parent_(parent),
+      root_(parent->root_) {
+  graph_.name = std::move(name);
+}
+
+TraceContext* TraceContext::current() {
+  return t_current;
+}
+
+TraceContext::Scope::Scope(TraceContext* ctx) : saved_(t_current), hook_(ctx) {
+  t_current = ctx;
+}
+TraceContext::Scope::~Scope() {
+  t_current = saved_;
+}
+
+bool TraceContext::encloses(const TraceContext* other) const {
+  for (const TraceContext* p = parent_; p; p = p->parent_)
+    if (p == other) return true;
+  return false;
 }
 
 Tensor TraceContext::symbolic(int value) const {
@@ -23,6 +51,17 @@ Tensor TraceContext::add_param(const TensorType& type) {
 int TraceContext::value_of(const Tensor& t) {
   if (t.is_symbolic()) {
     const auto* s = dynamic_cast<const SymbolicValue*>(t.extension());
+    if (s != nullptr && s->ctx != this && encloses(s->ctx)) {
+      // A value of an enclosing trace used in this region: capture it as a parameter.
+      auto it = captured_.find(t.id());
+      if (it != captured_.end()) return it->second;
+      const int outer = parent_->value_of(t);
+      const int v = graph_.add_value(t.type());
+      graph_.params.push_back(v);
+      captures_.push_back(outer);
+      captured_[t.id()] = v;
+      return v;
+    }
     KILN_CHECK(s != nullptr && s->ctx == this,
                "function '{}': symbolic tensor {} belongs to another trace (a tensor from one "
                "traced function leaked into another); return it instead",
@@ -59,6 +98,7 @@ bool TraceContext::redirect(const OpDef& op, std::span<const Tensor> inputs, con
 }
 
 int TraceContext::variable_index(VariableImpl& var) {
+  if (root_ != this) return root_->variable_index(var);
   auto it = variables_.find(&var);
   if (it != variables_.end()) return it->second;
   const Tensor cur = var.stored();
@@ -71,7 +111,7 @@ int TraceContext::variable_index(VariableImpl& var) {
 
 bool TraceContext::redirect_variable_read(VariableImpl& var, Tensor& value) {
   const int index = variable_index(var);
-  const int v = graph_.add_value(graph_.variables[index].type);
+  const int v = graph_.add_value(root_->graph_.variables[index].type);
   graph_.nodes.push_back(
       ir::Node{"read_variable", {}, {v}, Attrs{{"var", static_cast<int64_t>(index)}}});
   value = symbolic(v);
@@ -87,8 +127,9 @@ bool TraceContext::redirect_variable_assign(VariableImpl& var, const Tensor& val
 }
 
 void TraceContext::on_variable_create(const std::string& name) {
-  KILN_CHECK(allow_variable_creation_,
-             "function '{}': Variable '{}' is created during a trace other than the first; "
+  KILN_CHECK(allow_variable_creation_ && root_ == this,
+             "function '{}': Variable '{}' is created during a trace other than the first (or in a "
+             "cond/while_loop branch); "
              "create variables once (outside the function, or only on its first call)",
              graph_.name, name);
 }
@@ -103,7 +144,10 @@ ir::Graph trace(const std::string& name, const std::vector<TensorType>& params,
   const random::State rng = random::state();
   std::vector<Tensor> results;
   try {
-    HookScope scope(&ctx);
+    // Hooks outside the trace (a tape around the first call, an enclosing trace) must not see
+    // the symbolic ops: the enclosing trace inlines this function when it runs the graph.
+    SuspendHooks hidden;
+    TraceContext::Scope scope(&ctx);
     results = fn(args);
   } catch (...) {
     random::set_state(rng);

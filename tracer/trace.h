@@ -31,6 +31,27 @@ class TraceContext : public DispatchHook {
  public:
   // `allow_variable_creation`: true on a function's first trace only (TF's rule).
   TraceContext(std::string name, bool allow_variable_creation);
+  // A region (a cond branch or a while body) traced inside `parent`: symbolic tensors of
+  // enclosing traces become captured parameters, variables stay the outermost graph's.
+  TraceContext(std::string name, TraceContext* parent);
+
+  // The trace being recorded on this thread, or null.
+  static TraceContext* current();
+  // Makes `ctx` current (and installs it as a hook) for the scope's lifetime.
+  class Scope {
+   public:
+    explicit Scope(TraceContext* ctx);
+    ~Scope();
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    TraceContext* saved_;
+    HookScope hook_;
+  };
+
+  // Values of the parent trace this region captured, in the order of the extra params.
+  const std::vector<int>& captures() const { return captures_; }
 
   Tensor add_param(const TensorType& type);
   // The value id of `t` in this trace: its own symbolic value, or a new constant.
@@ -48,9 +69,14 @@ class TraceContext : public DispatchHook {
 
  private:
   int variable_index(VariableImpl& var);
+  bool encloses(const TraceContext* other) const;
 
   ir::Graph graph_;
   bool allow_variable_creation_;
+  TraceContext* parent_ = nullptr;
+  TraceContext* root_ = this;
+  std::vector<int> captures_;
+  std::unordered_map<uint64_t, int> captured_;   // enclosing symbolic tensor id -> param
   std::unordered_map<uint64_t, int> constants_;  // concrete tensor id -> value
   std::unordered_map<const VariableImpl*, int> variables_;
   std::vector<Tensor> keep_alive_;  // constants' tensors, so their ids stay unique
@@ -63,6 +89,8 @@ ir::Graph trace(const std::string& name, const std::vector<TensorType>& params,
                 bool allow_variable_creation);
 
 // Runs a graph with the eager kernels (the reference semantics of every compiled function).
-std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inputs);
+// `variables`: the outermost graph's variables, when g is a region (null: g's own).
+std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inputs,
+                              const std::vector<ir::VariableSlot>* variables = nullptr);
 
 }  // namespace kiln::tracer

@@ -39,7 +39,9 @@ constexpr int kParam = -1;
 
 class Verifier {
  public:
-  explicit Verifier(const Graph& g) : g_(g), def_(g.types.size(), kUndefined) {}
+  // `root_vars`: the outermost graph's variables, for a subgraph (null for the root).
+  explicit Verifier(const Graph& g, const std::vector<VariableSlot>* root_vars = nullptr)
+      : g_(g), vars_(root_vars ? *root_vars : g.variables), def_(g.types.size(), kUndefined) {}
 
   void run() {
     for (size_t id = 0; id < g_.types.size(); ++id)
@@ -73,6 +75,7 @@ class Verifier {
 
  private:
   const Graph& g_;
+  const std::vector<VariableSlot>& vars_;
   std::vector<int> def_;  // per value: kUndefined, kParam, or the index of the defining node
 
   const TensorType& type(int id) const { return g_.types[static_cast<size_t>(id)]; }
@@ -140,23 +143,95 @@ class Verifier {
                  type_str(have), n.outputs[0], type_str(type(n.outputs[0])));
     } else if (n.op == "read_variable") {
       check_arity(n, where, 0, 1);
-      const size_t v = index_attr(n, where, "var", "variables", g_.variables.size());
-      const VariableSlot& slot = g_.variables[v];
+      const size_t v = index_attr(n, where, "var", "variables", vars_.size());
+      const VariableSlot& slot = vars_[v];
       KILN_CHECK(slot.type == type(n.outputs[0]),
                  "{}: variable {} ('{}') has type {} but the node's output %{} has type {}", where,
                  v, slot.name, type_str(slot.type), n.outputs[0], type_str(type(n.outputs[0])));
     } else if (n.op == "assign_variable") {
       check_arity(n, where, 1, 0);
-      const size_t v = index_attr(n, where, "var", "variables", g_.variables.size());
-      const VariableSlot& slot = g_.variables[v];
+      const size_t v = index_attr(n, where, "var", "variables", vars_.size());
+      const VariableSlot& slot = vars_[v];
       KILN_CHECK(compatible(slot.type, type(n.inputs[0])),
                  "{}: assigns %{} of type {} to variable {} ('{}') of type {}", where, n.inputs[0],
                  type_str(type(n.inputs[0])), v, slot.name, type_str(slot.type));
+    } else if (n.op == "cond" || n.op == "while") {
+      check_control_flow(n, where);
     } else {
       check_primitive(n, where);
     }
+    KILN_CHECK(n.subgraphs.empty() || n.op == "cond" || n.op == "while",
+               "{}: only cond and while have regions", where);
     for (int id : n.outputs)
       def_[static_cast<size_t>(id)] = static_cast<int>(index);
+  }
+
+  // A subgraph's params must accept `args` (in order) and its results must give `results`.
+  void check_region(const Node& n, const std::string& where, size_t r, const char* what,
+                    const std::vector<TensorType>& args, const std::vector<TensorType>* results) {
+    const Graph& sub = *n.subgraphs[r];
+    try {
+      Verifier(sub, &vars_).run();
+    } catch (const Error& e) {
+      KILN_FAIL("{}: in its {} region: {}", where, what, e.what());
+    }
+    KILN_CHECK(sub.params.size() == args.size(), "{}: the {} region takes {} values, given {}",
+               where, what, sub.params.size(), args.size());
+    for (size_t i = 0; i < args.size(); ++i)
+      KILN_CHECK(compatible(sub.types[sub.params[i]], args[i]),
+                 "{}: {} region parameter {} is {} but receives {}", where, what, i,
+                 type_str(sub.types[sub.params[i]]), type_str(args[i]));
+    if (!results) return;
+    KILN_CHECK(sub.results.size() == results->size(),
+               "{}: the {} region returns {} values, {} expected", where, what, sub.results.size(),
+               results->size());
+    for (size_t i = 0; i < results->size(); ++i)
+      KILN_CHECK(compatible(sub.types[sub.results[i]], (*results)[i]),
+                 "{}: {} region result {} is {} but {} is expected", where, what, i,
+                 type_str(sub.types[sub.results[i]]), type_str((*results)[i]));
+  }
+
+  std::vector<TensorType> types_of(const std::vector<int>& ids, size_t from, size_t to) const {
+    std::vector<TensorType> out;
+    for (size_t i = from; i < to; ++i)
+      out.push_back(type(ids[i]));
+    return out;
+  }
+
+  void check_control_flow(const Node& n, const std::string& where) {
+    KILN_CHECK(n.subgraphs.size() == 2 && n.subgraphs[0] && n.subgraphs[1],
+               "{}: needs exactly two regions, has {}", where, n.subgraphs.size());
+    const std::vector<TensorType> outs = types_of(n.outputs, 0, n.outputs.size());
+    if (n.op == "cond") {
+      KILN_CHECK(!n.inputs.empty(), "{}: needs a predicate input", where);
+      const TensorType p = type(n.inputs[0]);
+      KILN_CHECK(p.dtype == DType::boolean && p.shape.empty(),
+                 "{}: the predicate must be a bool scalar, got {}", where, type_str(p));
+      const int64_t k = n.attrs.has("then_inputs") ? n.attrs.i("then_inputs") : -1;
+      KILN_CHECK(k >= 0 && static_cast<size_t>(k) < n.inputs.size(),
+                 "{}: attribute then_inputs must be in [0, {})", where, n.inputs.size());
+      check_region(n, where, 0, "then", types_of(n.inputs, 1, 1 + k), &outs);
+      check_region(n, where, 1, "else", types_of(n.inputs, 1 + k, n.inputs.size()), &outs);
+      return;
+    }
+    const int64_t nv = n.attrs.has("num_vars") ? n.attrs.i("num_vars") : -1;
+    const int64_t nc = n.attrs.has("cond_inputs") ? n.attrs.i("cond_inputs") : -1;
+    KILN_CHECK(nv >= 0 && nc >= 0 && static_cast<size_t>(nv + nc) <= n.inputs.size() &&
+                   static_cast<size_t>(nv) == n.outputs.size(),
+               "{}: attributes num_vars/cond_inputs do not fit {} inputs and {} outputs", where,
+               n.inputs.size(), n.outputs.size());
+    std::vector<TensorType> vars = types_of(n.inputs, 0, nv);
+    for (size_t i = 0; i < vars.size(); ++i)
+      KILN_CHECK(compatible(vars[i], outs[i]), "{}: loop variable {} is {} but output {} is {}",
+                 where, i, type_str(vars[i]), i, type_str(outs[i]));
+    std::vector<TensorType> cond_args = vars, body_args = vars;
+    for (const auto& t : types_of(n.inputs, nv, nv + nc))
+      cond_args.push_back(t);
+    for (const auto& t : types_of(n.inputs, nv + nc, n.inputs.size()))
+      body_args.push_back(t);
+    const std::vector<TensorType> pred{{DType::boolean, Shape{}}};
+    check_region(n, where, 0, "cond", cond_args, &pred);
+    check_region(n, where, 1, "body", body_args, &vars);
   }
 
   void check_primitive(const Node& n, const std::string& where) const {
