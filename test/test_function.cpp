@@ -413,3 +413,38 @@ TEST_CASE("control flow: a function with a cond inlines into another") {
   check_close(outer(tensor({-1.f, 2.f})), {0, 3});
   CHECK(outer.get_concrete_function(tensor({1.f, 2.f})).ir().find("= cond(") != std::string::npos);
 }
+
+TEST_CASE("IR: golden text of small traced functions") {
+  Variable w(tensor({1.f, 2.f}), "layer/w");
+  auto f = kiln::function(
+      [&](const Tensor& x) {
+        Tensor y = relu(x * w + 1.f);
+        w.assign(y);
+        return sum(y);
+      },
+      FunctionOptions{.name = "step"});
+  const std::string text = f.get_concrete_function(TensorSpec({2})).ir();
+  CHECK(text ==
+        "func @step(%0: f32[2]) -> (f32[]) {\n"
+        "  %1 = read_variable() {var = 0} : f32[2]\n"
+        "  %2 = mul(%0, %1) : f32[2]\n"
+        "  %3 = constant() {index = 0} : f32[]\n"
+        "  %4 = add(%2, %3) : f32[2]\n"
+        "  %5 = relu(%4) : f32[2]\n"
+        "  assign_variable(%5) {var = 0}\n"
+        "  %6 = reduce_sum(%5) {axes = [0], keepdims = false} : f32[]\n"
+        "  return %6\n"
+        "}\n"
+        "variables:\n"
+        "  0 \"layer/w\" f32[2]\n"
+        "constants:\n"
+        "  0 f32[] = 1.0\n");
+  auto g = kiln::function([](const Tensor& x) { return matmul(x, x.transpose()); },
+                          FunctionOptions{.name = "gram"});
+  CHECK(g.get_concrete_function(TensorSpec({-1, 3})).ir() ==
+        "func @gram(%0: f32[?,3]) -> (f32[?,?]) {\n"
+        "  %1 = transpose(%0) {perm = [1, 0]} : f32[3,?]\n"
+        "  %2 = matmul(%0, %1) : f32[?,?]\n"
+        "  return %2\n"
+        "}\n");
+}

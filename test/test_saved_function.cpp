@@ -22,8 +22,8 @@ namespace sf = kiln::saved_function;
 namespace {
 
 fs::path scratch(const std::string& name) {
-  fs::path p = fs::temp_directory_path() /
-               ("kiln_saved_" + std::to_string(::getpid()) + "_" + name);
+  fs::path p =
+      fs::temp_directory_path() / ("kiln_saved_" + std::to_string(::getpid()) + "_" + name);
   fs::remove_all(p);
   return p;
 }
@@ -80,8 +80,8 @@ TEST_CASE("saved function: a trained MLP round-trips and runs without its code")
     b2.assign_sub(grads[3] * 0.1f);
   }
   // The batch dim is unknown: one trace serves every batch size.
-  auto predict = kiln::function(forward, FunctionOptions{.name = "predict",
-                                                         .input_signature = {TensorSpec({-1, 4})}});
+  auto predict = kiln::function(
+      forward, FunctionOptions{.name = "predict", .input_signature = {TensorSpec({-1, 4})}});
 
 #ifdef KILN_SAVED_BUNDLE_DIR
   const fs::path dir = KILN_SAVED_BUNDLE_DIR;
@@ -165,10 +165,14 @@ TEST_CASE("saved function: the safetensors layout, byte by byte") {
 
   // Every dtype round-trips through encode/decode, in data order.
   const std::vector<std::pair<std::string, Tensor>> all = {
-      {"f", tensor({{1.5f, -2.f}, {0.f, 3.f}})}, {"d", tensor({1e300, -0.0})},
-      {"i", tensor({7, -8, 9})},                 {"l", tensor({int64_t{1} << 40})},
-      {"u", from_vector<uint8_t>({0, 255}, {2})}, {"b", tensor({true, false, true})},
-      {"empty", zeros({0, 3})},                  {"scalar", tensor(4.0)}};
+      {"f", tensor({{1.5f, -2.f}, {0.f, 3.f}})},
+      {"d", tensor({1e300, -0.0})},
+      {"i", tensor({7, -8, 9})},
+      {"l", tensor({int64_t{1} << 40})},
+      {"u", from_vector<uint8_t>({0, 255}, {2})},
+      {"b", tensor({true, false, true})},
+      {"empty", zeros({0, 3})},
+      {"scalar", tensor(4.0)}};
   const std::string enc = sf::encode_safetensors(all);
   const auto dec = sf::decode_safetensors(enc, "mem");
   REQUIRE(dec.size() == all.size());
@@ -212,9 +216,13 @@ TEST_CASE("saved function: several signatures share deduplicated, renamed variab
   CHECK(!fs::exists(dir / "signature_1.ir"));
   const sf::Loaded m2 = sf::load(dir.string());
   REQUIRE(m2.signatures().size() == 1);
-  check_close(m2(ones({4, 3})), std::vector<double>{11, 12, 13, 11, 12, 13, 11, 12, 13, 11, 12, 13});
-  check_error([&] { sf::save(dir.string(), f, {{TensorSpec({3}), TensorSpec({3})}}); },
-              {"does not take 2 tensor arguments"});
+  check_close(m2(ones({4, 3})),
+              std::vector<double>{11, 12, 13, 11, 12, 13, 11, 12, 13, 11, 12, 13});
+  check_error(
+      [&] {
+        sf::save(dir.string(), f, {{TensorSpec({3}), TensorSpec({3})}});
+      },
+      {"does not take 2 tensor arguments"});
   auto untraced = kiln::function([](const Tensor& x) { return x; });
   check_error([&] { sf::save(dir.string(), untraced); }, {"no signature to save"});
   CHECK(no_tmp_files(dir));
@@ -254,7 +262,8 @@ TEST_CASE("saved function: missing, truncated and corrupted bundles raise kiln::
   // Truncated: inside the length, inside the header, inside the data.
   const std::string valid = slurp(good / "variables.safetensors");
   check_error(with_vars(valid.substr(0, 5)), {"variables.safetensors", "truncated"});
-  check_error(with_vars(valid.substr(0, 20)), {"variables.safetensors", "truncated", "header length"});
+  check_error(with_vars(valid.substr(0, 20)),
+              {"variables.safetensors", "truncated", "header length"});
   check_error(with_vars(valid.substr(0, valid.size() - 3)),
               {"variables.safetensors", "out of range"});
   // A header length far beyond the file.
@@ -264,45 +273,48 @@ TEST_CASE("saved function: missing, truncated and corrupted bundles raise kiln::
   std::string bad = valid;
   bad[8 + 1] = '#';
   check_error(with_vars(bad), {"variables.safetensors", "JSON"});
-  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", data8)),
-              {"variables.safetensors", "JSON", "expected ',' or '}'"});
+  check_error(
+      with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", data8)),
+      {"variables.safetensors", "JSON", "expected ',' or '}'"});
   check_error(with_vars(raw_safetensors(R"([1,2])", data8)), {"not a JSON object"});
 
   // Offsets out of range, overlapping, or not matching dtype and shape.
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", data8)),
-      {"variables.safetensors", "tensor \"v\"", "out of range"});
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", data8)),
-      {"invalid data_offsets"});
   check_error(with_vars(raw_safetensors(
-                  R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                  data8)),
-              {"overlap"});
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", data8)),
-      {"need 12 bytes"});
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", data8)),
-      {"4 bytes after the last tensor"});
-  check_error(with_vars(raw_safetensors(
-                  R"({"v":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", data8)),
-              {"too large"});
-  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"BOOL","shape":[8],"data_offsets":[0,8]}})",
+                  R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", data8)),
+              {"variables.safetensors", "tensor \"v\"", "out of range"});
+  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})",
                                         data8)),
+              {"invalid data_offsets"});
+  check_error(
+      with_vars(raw_safetensors(
+          R"({"v":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+          data8)),
+      {"overlap"});
+  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                                        data8)),
+              {"need 12 bytes"});
+  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+                                        data8)),
+              {"4 bytes after the last tensor"});
+  check_error(
+      with_vars(raw_safetensors(
+          R"({"v":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}})", data8)),
+      {"too large"});
+  check_error(with_vars(raw_safetensors(
+                  R"({"v":{"dtype":"BOOL","shape":[8],"data_offsets":[0,8]}})", data8)),
               {"not 0 or 1"});
 
   // Wrong dtype: unknown, or not the one the manifest lists.
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", data8)),
-      {"variables.safetensors", "unknown dtype \"F16\""});
-  check_error(
-      with_vars(raw_safetensors(R"({"v":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})", data8)),
-      {"variables.safetensors", "i32[2]", "f32[2]"});
+  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})",
+                                        data8)),
+              {"variables.safetensors", "unknown dtype \"F16\""});
+  check_error(with_vars(raw_safetensors(R"({"v":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})",
+                                        data8)),
+              {"variables.safetensors", "i32[2]", "f32[2]"});
   // The manifest refers to an entry the file lacks.
-  check_error(
-      with_vars(raw_safetensors(R"({"u":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", data8)),
-      {"manifest.json", "\"v\"", "does not contain"});
+  check_error(with_vars(raw_safetensors(R"({"u":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                                        data8)),
+              {"manifest.json", "\"v\"", "does not contain"});
 
   // Manifest problems.
   const std::string manifest = slurp(good / "manifest.json");
@@ -335,7 +347,8 @@ TEST_CASE("saved function: missing, truncated and corrupted bundles raise kiln::
 }
 
 TEST_CASE("json: escapes, limits and malformed input") {
-  const json::Value v = json::parse(R"( {"a": [1, -2, true, false, null], "s": "q\"\\\/\n\u00e9\ud83d\ude00"} )");
+  const json::Value v =
+      json::parse(R"( {"a": [1, -2, true, false, null], "s": "q\"\\\/\n\u00e9\ud83d\ude00"} )");
   CHECK(v.find("a")->items()[1].as_int() == -2);
   CHECK(v.find("s")->as_string() == "q\"\\/\n\xc3\xa9\xf0\x9f\x98\x80");
   CHECK(json::parse(json::dump(v)).find("s")->as_string() == v.find("s")->as_string());

@@ -48,7 +48,12 @@ void check_batches(const char* name, const Fn1& fn) {
     check_close(traced, eager, 1e-5, 1e-6);
   }
   CHECK(f.tracing_count() == 1);
-  CHECK(f.get_concrete_function(TensorSpec({-1, 6})).ir().find("f32[?,6]") != std::string::npos);
+  const ConcreteFunction cf = f.get_concrete_function(TensorSpec({-1, 6}));
+  const std::string text = cf.ir();
+  CHECK(text.find("f32[?,6]") != std::string::npos);
+  // The graph verifies and its text (-1 attrs, fill_like, ...) round-trips.
+  ir::verify(cf.graph());
+  CHECK(ir::print(ir::parse(text)) == text);
 }
 
 }  // namespace

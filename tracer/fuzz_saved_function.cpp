@@ -53,12 +53,17 @@ const Bundle& bundle() {
     kiln::Variable w(kiln::tensor({{1.f, 2.f}, {3.f, 4.f}}), "w");
     kiln::Variable flag(kiln::tensor({true, false}), "flag");
     auto f = kiln::function(
-        [=](const kiln::Tensor& x) { return kiln::matmul(x, w) + kiln::Tensor(flag).to(kiln::f32); },
+        [=](const kiln::Tensor& x) {
+          return kiln::matmul(x, w) + kiln::Tensor(flag).to(kiln::f32);
+        },
         kiln::FunctionOptions{.name = "fuzzed", .input_signature = {kiln::TensorSpec({-1, 2})}});
     kiln::saved_function::save(out.dir.string(), f);
     out.manifest = slurp(out.dir / "manifest.json");
     out.variables = slurp(out.dir / "variables.safetensors");
-    std::atexit([] { std::error_code ec; fs::remove_all(bundle().dir, ec); });
+    std::atexit([] {
+      std::error_code ec;
+      fs::remove_all(bundle().dir, ec);
+    });
     return out;
   }();
   return b;

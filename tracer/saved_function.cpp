@@ -39,7 +39,7 @@ struct DTypeName {
   const char* safetensors;
 };
 constexpr DTypeName kDTypes[] = {
-    {DType::boolean, "bool", "BOOL"}, {DType::u8, "u8", "U8"},   {DType::i32, "i32", "I32"},
+    {DType::boolean, "bool", "BOOL"}, {DType::u8, "u8", "U8"},    {DType::i32, "i32", "I32"},
     {DType::i64, "i64", "I64"},       {DType::f32, "f32", "F32"}, {DType::f64, "f64", "F64"},
 };
 
@@ -140,21 +140,25 @@ struct Reader {
     KILN_FAIL("{}: {}: {}", who, file, what);
   }
   const json::Value& field(const json::Value& obj, const char* key, const std::string& path) const {
-    if (!obj.is_object()) fail(fmt::format("{} is {}, expected an object", path, json::type_name(obj.type())));
+    if (!obj.is_object())
+      fail(fmt::format("{} is {}, expected an object", path, json::type_name(obj.type())));
     const json::Value* v = obj.find(key);
     if (v == nullptr) fail(fmt::format("{} has no \"{}\"", path, key));
     return *v;
   }
   int64_t integer(const json::Value& v, const std::string& path) const {
-    if (!v.is_int()) fail(fmt::format("{} is {}, expected an integer", path, json::type_name(v.type())));
+    if (!v.is_int())
+      fail(fmt::format("{} is {}, expected an integer", path, json::type_name(v.type())));
     return v.as_int();
   }
   const std::string& string(const json::Value& v, const std::string& path) const {
-    if (!v.is_string()) fail(fmt::format("{} is {}, expected a string", path, json::type_name(v.type())));
+    if (!v.is_string())
+      fail(fmt::format("{} is {}, expected a string", path, json::type_name(v.type())));
     return v.as_string();
   }
   const std::vector<json::Value>& array(const json::Value& v, const std::string& path) const {
-    if (!v.is_array()) fail(fmt::format("{} is {}, expected an array", path, json::type_name(v.type())));
+    if (!v.is_array())
+      fail(fmt::format("{} is {}, expected an array", path, json::type_name(v.type())));
     return v.items();
   }
   DType dtype(const json::Value& v, const std::string& path, bool safetensors) const {
@@ -163,7 +167,8 @@ struct Reader {
     if (!parse_dtype(s, safetensors, t)) {
       std::string known;
       for (const auto& d : kDTypes)
-        known += fmt::format("{}{}", known.empty() ? "" : ", ", safetensors ? d.safetensors : d.kiln);
+        known +=
+            fmt::format("{}{}", known.empty() ? "" : ", ", safetensors ? d.safetensors : d.kiln);
       fail(fmt::format("{}: unknown dtype {} (known: {})", path, json::quote(s), known));
     }
     return t;
@@ -171,7 +176,8 @@ struct Reader {
   // Dims >= min_dim (0 for stored tensors, -1 for input specs).
   Shape shape(const json::Value& v, const std::string& path, int64_t min_dim) const {
     const auto& items = array(v, path);
-    if (items.size() > kMaxRank) fail(fmt::format("{} has rank {}, over the limit of {}", path, items.size(), kMaxRank));
+    if (items.size() > kMaxRank)
+      fail(fmt::format("{} has rank {}, over the limit of {}", path, items.size(), kMaxRank));
     Shape s;
     for (size_t i = 0; i < items.size(); ++i) {
       const int64_t d = integer(items[i], fmt::format("{}[{}]", path, i));
@@ -287,11 +293,11 @@ std::vector<std::pair<std::string, Tensor>> decode_safetensors(std::string_view 
     e.dtype = r.dtype(r.field(v, "dtype", path), path + ".dtype", true);
     e.shape = r.shape(r.field(v, "shape", path), path + ".shape", 0);
     const auto& off = r.array(r.field(v, "data_offsets", path), path + ".data_offsets");
-    if (off.size() != 2) r.fail(fmt::format("{}.data_offsets has {} entries, not 2", path, off.size()));
+    if (off.size() != 2)
+      r.fail(fmt::format("{}.data_offsets has {} entries, not 2", path, off.size()));
     const int64_t b = r.integer(off[0], path + ".data_offsets[0]");
     const int64_t en = r.integer(off[1], path + ".data_offsets[1]");
-    if (b < 0 || en < b)
-      r.fail(fmt::format("{}: invalid data_offsets [{}, {}]", path, b, en));
+    if (b < 0 || en < b) r.fail(fmt::format("{}: invalid data_offsets [{}, {}]", path, b, en));
     e.begin = static_cast<uint64_t>(b);
     e.end = static_cast<uint64_t>(en);
     if (e.end > data.size())
@@ -303,9 +309,9 @@ std::vector<std::pair<std::string, Tensor>> decode_safetensors(std::string_view 
       r.fail(fmt::format("{}: shape {} is too large", path, e.shape.str()));
     const uint64_t want = static_cast<uint64_t>(numel) * size_of(e.dtype);
     if (want != e.end - e.begin)
-      r.fail(fmt::format("{}: dtype {} and shape {} need {} bytes but data_offsets [{}, {}] hold {}",
-                         path, safetensors_name(e.dtype), e.shape.str(), want, b, en,
-                         e.end - e.begin));
+      r.fail(fmt::format(
+          "{}: dtype {} and shape {} need {} bytes but data_offsets [{}, {}] hold {}", path,
+          safetensors_name(e.dtype), e.shape.str(), want, b, en, e.end - e.begin));
     entries.push_back(std::move(e));
   }
   // The tensors must tile the data section exactly, as the reference implementation requires.
@@ -366,8 +372,8 @@ void save_concrete(const std::string& dir, const std::string& name,
     json::Value slots = json::Value::array();
     for (const ir::VariableSlot& slot : g.variables) {
       KILN_CHECK(slot.var != nullptr,
-                 "saved_function::save: '{}': signature {}: variable slot '{}' is not bound",
-                 name, i, slot.name);
+                 "saved_function::save: '{}': signature {}: variable slot '{}' is not bound", name,
+                 i, slot.name);
       auto it = index.find(slot.var.get());
       if (it == index.end()) {
         const Tensor value = slot.var->stored();
@@ -388,9 +394,10 @@ void save_concrete(const std::string& dir, const std::string& name,
     try {
       (void)ir::parse(text);
     } catch (const Error& e) {
-      KILN_FAIL("saved_function::save: '{}': signature {} does not round-trip through the IR "
-                "text: {}",
-                name, i, e.what());
+      KILN_FAIL(
+          "saved_function::save: '{}': signature {} does not round-trip through the IR "
+          "text: {}",
+          name, i, e.what());
     }
     json::Value inputs = json::Value::array();
     for (int p : g.params) {
@@ -474,17 +481,21 @@ std::vector<Tensor> Loaded::operator()(const std::vector<Tensor>& inputs) const 
     if (signatures_[i].accepts(inputs)) return tracer::interpret(*graphs_[i], inputs);
   std::string got, avail;
   for (size_t i = 0; i < inputs.size(); ++i)
-    got += (i ? ", " : "") + (inputs[i].defined() ? inputs[i].type_str() : std::string("undefined"));
+    got +=
+        (i ? ", " : "") + (inputs[i].defined() ? inputs[i].type_str() : std::string("undefined"));
   for (const auto& s : signatures_)
     avail += "\n  " + s.str();
-  KILN_FAIL("saved function '{}' ({}): no signature accepts the inputs ({}); available signatures:{}",
-            name_, dir_, got, avail);
+  KILN_FAIL(
+      "saved function '{}' ({}): no signature accepts the inputs ({}); available signatures:{}",
+      name_, dir_, got, avail);
 }
 
 Tensor Loaded::operator()(const Tensor& x) const {
   std::vector<Tensor> out = (*this)(std::vector<Tensor>{x});
-  KILN_CHECK(out.size() == 1, "saved function '{}': returns {} results, not 1; call it with a "
-             "std::vector<Tensor> to get them all", name_, out.size());
+  KILN_CHECK(out.size() == 1,
+             "saved function '{}': returns {} results, not 1; call it with a "
+             "std::vector<Tensor> to get them all",
+             name_, out.size());
   return out[0];
 }
 
@@ -500,10 +511,12 @@ Loaded load(const std::string& dir) {
   const json::Value manifest = mr.parse(read_file(manifest_path, kMaxManifest, who));
   if (!manifest.is_object()) mr.fail("the manifest is not a JSON object");
   const std::string& format = mr.string(mr.field(manifest, "format", "manifest"), "format");
-  if (format != kFormat) mr.fail(fmt::format("format is {}, not \"{}\"", json::quote(format), kFormat));
+  if (format != kFormat)
+    mr.fail(fmt::format("format is {}, not \"{}\"", json::quote(format), kFormat));
   const int64_t version = mr.integer(mr.field(manifest, "version", "manifest"), "version");
   if (version != kFormatVersion)
-    mr.fail(fmt::format("unsupported format version {} (this build reads {})", version, kFormatVersion));
+    mr.fail(fmt::format("unsupported format version {} (this build reads {})", version,
+                        kFormatVersion));
 
   Loaded m;
   m.dir_ = dir;
@@ -523,8 +536,7 @@ Loaded load(const std::string& dir) {
     if (!listed.emplace(entry, std::make_pair(vname, t)).second)
       mr.fail(fmt::format("{}: entry {} is listed twice", path, json::quote(entry)));
   }
-  const std::string vbytes =
-      read_file(vars_path, std::numeric_limits<uintmax_t>::max(), who);
+  const std::string vbytes = read_file(vars_path, std::numeric_limits<uintmax_t>::max(), who);
   std::vector<std::pair<std::string, Tensor>> tensors;
   try {
     tensors = decode_safetensors(vbytes, vars_path.string());

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds and runs one of Kiln's libFuzzer targets for N minutes (clang from Debian).
+#   scripts/fuzz.sh ir_parser 10        # tracer/fuzz_ir_parser.cpp
+#   scripts/fuzz.sh saved_function 10   # tracer/fuzz_saved_function.cpp
+# Prints libFuzzer's summary (executions, corpus size); crashes are left as crash-* files.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+target=${1:?usage: scripts/fuzz.sh ir_parser|saved_function MINUTES}
+minutes=${2:-10}
+kiln_install_deps clang
+BUILD=${KILN_BUILD_DIR:-$KILN_ROOT/build}
+kiln_configure "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD" -j"$KILN_JOBS" --target kiln
+cd "$KILN_ROOT"
+case "$target" in
+  ir_parser) extra=(tracer/ir_text.cpp tracer/verify.cpp) ;;
+  saved_function) extra=() ;;
+  *) echo "unknown target $target" >&2; exit 2 ;;
+esac
+out="$BUILD/fuzz_$target"
+clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I"$BUILD/include" \
+  "tracer/fuzz_$target.cpp" "${extra[@]}" -L"$BUILD" -lkiln -lfmt \
+  -Wl,-rpath,"$BUILD" -o "$out"
+corpus="$BUILD/fuzz_corpus_$target"
+mkdir -p "$corpus"
+if [ "$target" = ir_parser ] && [ -z "$(ls -A "$corpus")" ]; then
+  cat >"$corpus/seed.ir" <<'IR'
+func @f(%0: f32[?,4], %1: f32[]) -> (f32[?,4], f32[]) {
+  %2 = read_variable() {var = 0} : f32[4]
+  %3 = add(%0, %2) : f32[?,4]
+  %4 = greater(%1, %1) : bool[]
+  %5 = cond(%4, %3) {then_inputs = 1} : f32[?,4] regions {
+    func @then(%0: f32[?,4]) -> (f32[?,4]) {
+      %1 = exp(%0) : f32[?,4]
+      return %1
+    }
+    func @else() -> (f32[?,4]) {
+      %0 = constant() {index = 0} : f32[?,4]
+      return %0
+    }
+  }
+  %6 = reduce_sum(%5) {axes = [0, 1], keepdims = false} : f32[]
+  assign_variable(%2) {var = 0}
+  return %5, %6
+}
+variables:
+  0 "dense/bias" f32[4]
+constants:
+  0 f32[2] = [1.5, -2.0]
+IR
+fi
+ASAN_OPTIONS=detect_leaks=0 "$out" -max_total_time=$((minutes * 60)) -max_len=4096 \
+  -print_final_stats=1 "$corpus" 2>&1 | tail -25
