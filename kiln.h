@@ -18,3 +18,4 @@
 #include <kiln/core/tensor.h>
 #include <kiln/tracer/function.h>
 #include <kiln/tracer/control_flow.h>
+#include <kiln/tracer/saved_function.h>

@@ -96,7 +96,8 @@ std::vector<Tensor> cond_impl(const Tensor& pred,
   ir::Node node{"cond",
                 {pv},
                 {},
-                Attrs{{"then_inputs", static_cast<int64_t>(then_r.ctx->captures().size())}}};
+                Attrs{{"then_inputs", static_cast<int64_t>(then_r.ctx->captures().size())}},
+                {}};
   for (int v : then_r.ctx->captures())
     node.inputs.push_back(v);
   for (int v : else_r.ctx->captures())
@@ -167,7 +168,8 @@ std::vector<Tensor> while_loop(
                 var_values,
                 {},
                 Attrs{{"num_vars", static_cast<int64_t>(types.size())},
-                      {"cond_inputs", static_cast<int64_t>(cond_r.ctx->captures().size())}}};
+                      {"cond_inputs", static_cast<int64_t>(cond_r.ctx->captures().size())}},
+                {}};
   for (int v : cond_r.ctx->captures())
     node.inputs.push_back(v);
   for (int v : body_r.ctx->captures())

@@ -244,6 +244,7 @@ class Function {
       size_t pos = 0;
       // Braced init keeps the rebuild order left to right.
       std::tuple<detail::traced_arg_t<Args>...> traced{detail::rebuild(args, sym, pos)...};
+      (void)pos;  // unused when the function takes no arguments
       if constexpr (std::is_void_v<R>) {
         std::apply(*fn, traced);
         return {};

@@ -74,7 +74,7 @@ int TraceContext::value_of(const Tensor& t) {
   Tensor c = t.contiguous();
   const int v = graph_.add_value(c.type());
   graph_.nodes.push_back(ir::Node{
-      "constant", {}, {v}, Attrs{{"index", static_cast<int64_t>(graph_.constants.size())}}});
+      "constant", {}, {v}, Attrs{{"index", static_cast<int64_t>(graph_.constants.size())}}, {}});
   graph_.constants.push_back(c);
   keep_alive_.push_back(t);
   constants_[t.id()] = v;
@@ -83,7 +83,7 @@ int TraceContext::value_of(const Tensor& t) {
 
 bool TraceContext::redirect(const OpDef& op, std::span<const Tensor> inputs, const Attrs& attrs,
                             std::vector<Tensor>& outputs) {
-  ir::Node node{op.name(), {}, {}, attrs};
+  ir::Node node{op.name(), {}, {}, attrs, {}};
   for (const Tensor& t : inputs)
     node.inputs.push_back(value_of(t));
   const std::vector<TensorType> types = infer_types(op, inputs, attrs);
@@ -113,7 +113,7 @@ bool TraceContext::redirect_variable_read(VariableImpl& var, Tensor& value) {
   const int index = variable_index(var);
   const int v = graph_.add_value(root_->graph_.variables[index].type);
   graph_.nodes.push_back(
-      ir::Node{"read_variable", {}, {v}, Attrs{{"var", static_cast<int64_t>(index)}}});
+      ir::Node{"read_variable", {}, {v}, Attrs{{"var", static_cast<int64_t>(index)}}, {}});
   value = symbolic(v);
   return true;
 }
@@ -122,7 +122,7 @@ bool TraceContext::redirect_variable_assign(VariableImpl& var, const Tensor& val
   const int index = variable_index(var);
   const int v = value_of(value);
   graph_.nodes.push_back(
-      ir::Node{"assign_variable", {v}, {}, Attrs{{"var", static_cast<int64_t>(index)}}});
+      ir::Node{"assign_variable", {v}, {}, Attrs{{"var", static_cast<int64_t>(index)}}, {}});
   return true;
 }
 
