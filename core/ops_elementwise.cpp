@@ -145,10 +145,6 @@ Tensor to_floating(const Tensor& x) {
   return is_floating(x.dtype()) ? x : cast(x, f32);
 }
 
-Tensor unary_float(const char* opname, const Tensor& x) {
-  return call(registry().op(opname), {to_floating(x)});
-}
-
 std::pair<Tensor, Tensor> promoted(const Tensor& a, const Tensor& b, bool no_bool = false) {
   DType t = promote(a.dtype(), b.dtype());
   if (no_bool && t == DType::boolean) t = DType::i32;

@@ -14,7 +14,8 @@ cmake --build "$BUILD" -j"$KILN_JOBS" --target kiln
 cd "$KILN_ROOT"
 case "$target" in
   ir_parser) extra=(tracer/ir_text.cpp tracer/verify.cpp) ;;
-  saved_function) extra=() ;;
+  saved_function)
+    extra=(tracer/saved_function.cpp tracer/json.cpp tracer/ir_text.cpp tracer/verify.cpp) ;;
   *) echo "unknown target $target" >&2; exit 2 ;;
 esac
 out="$BUILD/fuzz_$target"
@@ -48,6 +49,12 @@ variables:
 constants:
   0 f32[2] = [1.5, -2.0]
 IR
+fi
+if [ "$target" = saved_function ] && [ -z "$(ls -A "$corpus")" ] &&
+  [ -d "$BUILD/test/saved_bundle" ]; then
+  # Seeds: the bundle test_saved_function writes ("\0" + safetensors, "\1" + manifest).
+  { printf '\0'; cat "$BUILD/test/saved_bundle/variables.safetensors"; } >"$corpus/seed_vars"
+  { printf '\1'; cat "$BUILD/test/saved_bundle/manifest.json"; } >"$corpus/seed_manifest"
 fi
 ASAN_OPTIONS=detect_leaks=0 "$out" -max_total_time=$((minutes * 60)) -max_len=4096 \
   -print_final_stats=1 "$corpus" 2>&1 | tail -25

@@ -448,3 +448,15 @@ TEST_CASE("IR: golden text of small traced functions") {
         "  return %2\n"
         "}\n");
 }
+
+TEST_CASE("misuse: a symbolic tensor leaked from a finished trace is refused") {
+  Tensor leaked;
+  auto f = kiln::function([&](const Tensor& x) {
+    leaked = x * 2.f;
+    return x;
+  });
+  f(ones({2}));
+  auto g = kiln::function([&](const Tensor& x) { return x + leaked; });
+  check_error([&] { g(ones({2})); }, {"another trace"});
+  check_error([&] { (void)(leaked + 1.f); }, {"outside the trace"});
+}

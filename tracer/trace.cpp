@@ -1,20 +1,27 @@
 #include <kiln/tracer/trace.h>
 
+#include <atomic>
+
 #include <kiln/core/random.h>
 
 namespace kiln::tracer {
 
 namespace {
 thread_local TraceContext* t_current = nullptr;
+uint64_t next_serial() {
+  static std::atomic<uint64_t> n{1};
+  return n.fetch_add(1);
+}
 }  // namespace
 
 TraceContext::TraceContext(std::string name, bool allow_variable_creation)
-    : allow_variable_creation_(allow_variable_creation) {
+    : serial_(next_serial()), allow_variable_creation_(allow_variable_creation) {
   graph_.name = std::move(name);
 }
 
 TraceContext::TraceContext(std::string name, TraceContext* parent)
-    : allow_variable_creation_(parent->allow_variable_creation_),
+    : serial_(next_serial()),
+      allow_variable_creation_(parent->allow_variable_creation_),
       parent_(parent),
       root_(parent->root_) {
   graph_.name = std::move(name);
@@ -31,15 +38,15 @@ TraceContext::Scope::~Scope() {
   t_current = saved_;
 }
 
-bool TraceContext::encloses(const TraceContext* other) const {
+bool TraceContext::encloses(uint64_t trace) const {
   for (const TraceContext* p = parent_; p; p = p->parent_)
-    if (p == other) return true;
+    if (p->serial_ == trace) return true;
   return false;
 }
 
 Tensor TraceContext::symbolic(int value) const {
   return Tensor::symbolic(graph_.types[value].shape, graph_.types[value].dtype,
-                          std::make_shared<SymbolicValue>(this, value));
+                          std::make_shared<SymbolicValue>(serial_, value));
 }
 
 Tensor TraceContext::add_param(const TensorType& type) {
@@ -51,7 +58,7 @@ Tensor TraceContext::add_param(const TensorType& type) {
 int TraceContext::value_of(const Tensor& t) {
   if (t.is_symbolic()) {
     const auto* s = dynamic_cast<const SymbolicValue*>(t.extension());
-    if (s != nullptr && s->ctx != this && encloses(s->ctx)) {
+    if (s != nullptr && s->trace != serial_ && encloses(s->trace)) {
       // A value of an enclosing trace used in this region: capture it as a parameter.
       auto it = captured_.find(t.id());
       if (it != captured_.end()) return it->second;
@@ -62,7 +69,7 @@ int TraceContext::value_of(const Tensor& t) {
       captured_[t.id()] = v;
       return v;
     }
-    KILN_CHECK(s != nullptr && s->ctx == this,
+    KILN_CHECK(s != nullptr && s->trace == serial_,
                "function '{}': symbolic tensor {} belongs to another trace (a tensor from one "
                "traced function leaked into another); return it instead",
                graph_.name, t.type_str());

@@ -20,10 +20,11 @@ namespace kiln::tracer {
 
 class TraceContext;
 
-// What a symbolic tensor carries: its trace and its value id there.
+// What a symbolic tensor carries: its trace (by serial number, never reused, so a tensor
+// leaked from a finished trace is recognized as foreign) and its value id there.
 struct SymbolicValue : TensorExtension {
-  SymbolicValue(const TraceContext* c, int v) : ctx(c), value(v) {}
-  const TraceContext* ctx;
+  SymbolicValue(uint64_t t, int v) : trace(t), value(v) {}
+  uint64_t trace;
   int value;
 };
 
@@ -69,9 +70,10 @@ class TraceContext : public DispatchHook {
 
  private:
   int variable_index(VariableImpl& var);
-  bool encloses(const TraceContext* other) const;
+  bool encloses(uint64_t trace) const;
 
   ir::Graph graph_;
+  uint64_t serial_;
   bool allow_variable_creation_;
   TraceContext* parent_ = nullptr;
   TraceContext* root_ = this;
