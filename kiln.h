@@ -16,6 +16,6 @@
 #include <kiln/core/registry.h>
 #include <kiln/core/shape.h>
 #include <kiln/core/tensor.h>
-#include <kiln/tracer/function.h>
 #include <kiln/tracer/control_flow.h>
+#include <kiln/tracer/function.h>
 #include <kiln/tracer/saved_function.h>

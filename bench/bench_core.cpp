@@ -13,8 +13,8 @@ namespace {
 constexpr int64_t kN = 16 * 1024 * 1024;
 
 void set_bytes(benchmark::State& state, double bytes_per_iter) {
-  state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * state.iterations() / 1e9,
-                                              benchmark::Counter::kIsRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes_per_iter * state.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
 void BM_add_loop_16M(benchmark::State& state) {
@@ -25,7 +25,8 @@ void BM_add_loop_16M(benchmark::State& state) {
   float* c = tc.mutable_data<float>();
   for (auto _ : state) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < kN; ++i) c[i] = a[i] + b[i];
+    for (int64_t i = 0; i < kN; ++i)
+      c[i] = a[i] + b[i];
     benchmark::ClobberMemory();
   }
   set_bytes(state, 3.0 * kN * 4);
@@ -49,7 +50,8 @@ void BM_read_loop_4096sq(benchmark::State& state) {
   for (auto _ : state) {
     float total = 0;
 #pragma omp parallel for simd reduction(+ : total) schedule(static)
-    for (int64_t i = 0; i < n; ++i) total += p[i];
+    for (int64_t i = 0; i < n; ++i)
+      total += p[i];
     benchmark::DoNotOptimize(total);
   }
   set_bytes(state, 4.0 * n);

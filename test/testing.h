@@ -26,8 +26,8 @@ inline void check_close(const std::vector<double>& got, const std::vector<double
   }
 }
 
-inline void check_close(const Tensor& got, const std::vector<double>& expected,
-                        double rtol = 1e-6, double atol = 1e-12) {
+inline void check_close(const Tensor& got, const std::vector<double>& expected, double rtol = 1e-6,
+                        double atol = 1e-12) {
   check_close(got.to_vector<double>(), expected, rtol, atol);
 }
 

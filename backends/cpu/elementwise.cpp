@@ -21,9 +21,18 @@ template <class T>
 struct WideOf {
   using type = T;
 };
-template <> struct WideOf<bool> { using type = int; };
-template <> struct WideOf<int32_t> { using type = uint32_t; };
-template <> struct WideOf<int64_t> { using type = uint64_t; };
+template <>
+struct WideOf<bool> {
+  using type = int;
+};
+template <>
+struct WideOf<int32_t> {
+  using type = uint32_t;
+};
+template <>
+struct WideOf<int64_t> {
+  using type = uint64_t;
+};
 template <class T>
 using Wide = typename WideOf<T>::type;
 
