@@ -161,56 +161,39 @@ KILN_STATIC_INIT {
       .set_doc("Booleans, true with probability p, from Philox 4x32-10 at (seed, offset).");
 };
 
-// Reserves the blocks a draw of `numel` values needs and returns its attributes.
-Attrs draw_attrs(const char* op, const Shape& shape, DType dtype) {
+// One draw of primitive `name`: validates (shape, dtype and the distribution's `params`)
+// before reserving counters, so a failed call leaves the generator's state alone, then
+// dispatches with the reserved seed, offset and block count.
+Tensor draw(const char* name, const Shape& shape, DType dtype, Attrs params) {
+  const OpDef& op = registry().op(name);
+  params.set("shape", shape.dims()).set("dtype", dtype);
+  op.infer()(op, {}, params);
   const int64_t n = shape.numel();
-  const int64_t per = values_per_block(op, dtype);
+  const int64_t per = values_per_block(name, dtype);
   const uint64_t blocks = n > 0 ? static_cast<uint64_t>((n + per - 1) / per) : 0;
   const State st = reserve(blocks);
-  return Attrs{{"shape", shape.dims()},
-               {"dtype", dtype},
-               {"seed", static_cast<int64_t>(st.seed)},
-               {"offset", static_cast<int64_t>(st.offset)},
-               {"blocks", static_cast<int64_t>(blocks)}};
+  params.set("seed", static_cast<int64_t>(st.seed))
+      .set("offset", static_cast<int64_t>(st.offset))
+      .set("blocks", static_cast<int64_t>(blocks));
+  return dispatch1(op, {}, params);
 }
 
 }  // namespace
 
 Tensor uniform(const Shape& shape, double lo, double hi, DType dtype) {
-  static const OpDef& op = registry().op("rng_uniform");
-  // Validate before reserving counters so a failed call leaves the state alone.
-  Attrs a{{"shape", shape.dims()}, {"dtype", dtype}, {"lo", lo}, {"hi", hi}};
-  infer_uniform(op, {}, a);
-  Attrs d = draw_attrs("rng_uniform", shape, dtype);
-  d.set("lo", lo).set("hi", hi);
-  return dispatch1(op, {}, d);
+  return draw("rng_uniform", shape, dtype, Attrs{{"lo", lo}, {"hi", hi}});
 }
 
 Tensor normal(const Shape& shape, double mean, double stddev, DType dtype) {
-  static const OpDef& op = registry().op("rng_normal");
-  Attrs a{{"shape", shape.dims()}, {"dtype", dtype}, {"mean", mean}, {"stddev", stddev}};
-  infer_normal(op, {}, a);
-  Attrs d = draw_attrs("rng_normal", shape, dtype);
-  d.set("mean", mean).set("stddev", stddev);
-  return dispatch1(op, {}, d);
+  return draw("rng_normal", shape, dtype, Attrs{{"mean", mean}, {"stddev", stddev}});
 }
 
 Tensor randint(const Shape& shape, int64_t lo, int64_t hi, DType dtype) {
-  static const OpDef& op = registry().op("rng_randint");
-  Attrs a{{"shape", shape.dims()}, {"dtype", dtype}, {"lo", lo}, {"hi", hi}};
-  infer_randint(op, {}, a);
-  Attrs d = draw_attrs("rng_randint", shape, dtype);
-  d.set("lo", lo).set("hi", hi);
-  return dispatch1(op, {}, d);
+  return draw("rng_randint", shape, dtype, Attrs{{"lo", lo}, {"hi", hi}});
 }
 
 Tensor bernoulli(const Shape& shape, double p) {
-  static const OpDef& op = registry().op("rng_bernoulli");
-  Attrs a{{"shape", shape.dims()}, {"p", p}};
-  infer_bernoulli(op, {}, a);
-  Attrs d = draw_attrs("rng_bernoulli", shape, DType::boolean);
-  d.set("p", p);
-  return dispatch1(op, {}, d);
+  return draw("rng_bernoulli", shape, DType::boolean, Attrs{{"p", p}});
 }
 
 }  // namespace random
