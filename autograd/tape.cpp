@@ -138,7 +138,7 @@ void GradientTape::observe(const OpDef& op, std::span<const Tensor> inputs, cons
   entries_.push_back(std::move(e));
 }
 
-void GradientTape::record_closure(std::span<const Tensor> inputs, const Tensor& output,
+void GradientTape::record_closure(std::span<const Tensor> inputs, std::span<const Tensor> outputs,
                                   ClosureVjp vjp) {
   if (!recording_) return;
   bool touches = false;
@@ -150,11 +150,17 @@ void GradientTape::record_closure(std::span<const Tensor> inputs, const Tensor& 
     e.inputs.push_back(placeholder(t));
     e.input_ids.push_back(t.id());
   }
-  e.outputs.push_back(placeholder(output));
-  e.output_ids.push_back(output.id());
+  for (const Tensor& t : outputs) {
+    e.outputs.push_back(placeholder(t));
+    e.output_ids.push_back(t.id());
+    if (is_floating(t.dtype())) tracked_.insert(t.id());
+  }
   e.closure = std::move(vjp);
-  if (is_floating(output.dtype())) tracked_.insert(output.id());
   entries_.push_back(std::move(e));
+}
+
+bool GradientTape::is_recording_here() const {
+  return recording_ && hook_is_installed(this);
 }
 
 void GradientTape::reset() {
@@ -166,16 +172,23 @@ void GradientTape::reset() {
 }
 
 std::unordered_map<uint64_t, Tensor> GradientTape::backprop(
-    const Tensor& target, const std::vector<Tensor>& output_gradients) {
+    const std::vector<Tensor>& targets, const std::vector<Tensor>& output_gradients) {
   std::unordered_map<uint64_t, Tensor> grads;
-  if (output_gradients.empty() || !output_gradients[0].defined()) {
-    grads[target.id()] = ones_like(target);
-  } else {
-    const Tensor& og = output_gradients[0];
-    KILN_CHECK(og.shape() == target.shape(),
-               "gradient: output_gradients {} does not match the target {}", og.type_str(),
-               target.type_str());
-    grads[target.id()] = cast(og, target.dtype());
+  for (size_t k = 0; k < targets.size(); ++k) {
+    const Tensor& target = targets[k];
+    if (!is_floating(target.dtype())) continue;
+    Tensor g;
+    if (k >= output_gradients.size() || !output_gradients[k].defined()) {
+      g = ones_like(target);
+    } else {
+      const Tensor& og = output_gradients[k];
+      KILN_CHECK(compatible(og.shape(), target.shape()),
+                 "gradient: output_gradients {} does not match the target {}", og.type_str(),
+                 target.type_str());
+      g = cast(og, target.dtype());
+    }
+    auto [it, inserted] = grads.try_emplace(target.id(), g);
+    if (!inserted) it->second = add(it->second, g);
   }
   // A persistent tape records its own backward pass (for higher order); others pause.
   std::unique_ptr<Pause> pause;
@@ -203,15 +216,18 @@ std::unordered_map<uint64_t, Tensor> GradientTape::backprop(
     for (size_t i = 0; i < e.inputs.size(); ++i)
       needs[i] = tracks(e.input_ids[i]);
     std::vector<Tensor> ig;
-    if (e.closure) {
-      ig = e.closure(og);
-    } else {
-      KILN_CHECK(static_cast<bool>(e.op->vjp()),
+    {
+      KILN_CHECK(e.closure || static_cast<bool>(e.op->vjp()),
                  "gradient: op '{}' has no gradient rule (inputs {})", e.op->name(),
                  e.inputs.empty() ? std::string("none") : e.inputs[0].type_str());
+      // Restored on the way out, also when a rule raises or a closure differentiates again.
+      const std::vector<bool>* saved = t_needs_grad;
       t_needs_grad = &needs;
-      ig = e.op->vjp()(e.inputs, e.attrs, e.outputs, og);
-      t_needs_grad = nullptr;
+      struct Restore {
+        const std::vector<bool>* saved;
+        ~Restore() { t_needs_grad = saved; }
+      } restore{saved};
+      ig = e.closure ? e.closure(og) : e.op->vjp()(e.inputs, e.attrs, e.outputs, og);
     }
     KILN_ASSERT(ig.size() == e.inputs.size(),
                 "gradient rule of '{}' returned {} gradients for {} inputs",
@@ -230,20 +246,22 @@ std::unordered_map<uint64_t, Tensor> GradientTape::backprop(
   return grads;
 }
 
-std::vector<Tensor> GradientTape::gradient_ids(const Tensor& target,
+std::vector<Tensor> GradientTape::gradient_ids(const std::vector<Tensor>& targets,
                                                const std::vector<std::vector<uint64_t>>& source_ids,
                                                const std::vector<Tensor>& like,
                                                const std::vector<Tensor>& output_gradients,
                                                Unconnected unconnected, bool consume) {
-  KILN_CHECK(target.defined(), "gradient: the target is undefined");
+  for (const Tensor& target : targets)
+    KILN_CHECK(target.defined(), "gradient: the target is undefined");
   KILN_CHECK(!(used_ && !options_.persistent),
              "gradient: a non-persistent GradientTape can only compute gradients once; create it "
              "with TapeOptions{{.persistent = true}} to call gradient() again");
-  KILN_CHECK(output_gradients.size() <= 1, "gradient: {} output_gradients for a single target",
-             output_gradients.size());
+  KILN_CHECK(output_gradients.size() <= targets.size(),
+             "gradient: {} output_gradients for {} targets", output_gradients.size(),
+             targets.size());
   std::vector<Tensor> out(source_ids.size());
-  if (is_floating(target.dtype())) {
-    auto grads = backprop(target, output_gradients);
+  {
+    auto grads = backprop(targets, output_gradients);
     for (size_t s = 0; s < source_ids.size(); ++s) {
       if (!like[s].defined() || !is_floating(like[s].dtype())) continue;
       Tensor total;
@@ -276,7 +294,7 @@ std::vector<Tensor> GradientTape::gradient(const Tensor& target, const std::vect
     KILN_CHECK(s.defined(), "gradient: a source is undefined");
     ids.push_back({s.id()});
   }
-  return gradient_ids(target, ids, sources, output_gradients, unconnected, true);
+  return gradient_ids({target}, ids, sources, output_gradients, unconnected, true);
 }
 
 std::vector<Tensor> GradientTape::gradient(const Tensor& target,
@@ -291,7 +309,28 @@ std::vector<Tensor> GradientTape::gradient(const Tensor& target,
     ids.push_back(it == variable_reads_.end() ? std::vector<uint64_t>{} : it->second);
     like.push_back(v.get()->stored());
   }
-  return gradient_ids(target, ids, like, output_gradients, unconnected, true);
+  return gradient_ids({target}, ids, like, output_gradients, unconnected, true);
+}
+
+std::vector<Tensor> GradientTape::gradient(const std::vector<Tensor>& targets,
+                                           const std::vector<Tensor>& sources,
+                                           const std::vector<Variable>& variables,
+                                           const std::vector<Tensor>& output_gradients,
+                                           Unconnected unconnected) {
+  std::vector<std::vector<uint64_t>> ids;
+  std::vector<Tensor> like;
+  for (const Tensor& s : sources) {
+    KILN_CHECK(s.defined(), "gradient: a source is undefined");
+    ids.push_back({s.id()});
+    like.push_back(s);
+  }
+  for (const Variable& v : variables) {
+    KILN_CHECK(v.defined(), "gradient: a source variable is undefined");
+    auto it = variable_reads_.find(v.id());
+    ids.push_back(it == variable_reads_.end() ? std::vector<uint64_t>{} : it->second);
+    like.push_back(v.get()->stored());
+  }
+  return gradient_ids(targets, ids, like, output_gradients, unconnected, true);
 }
 
 Tensor GradientTape::jacobian(const Tensor& y, const Tensor& x) {
@@ -301,7 +340,7 @@ Tensor GradientTape::jacobian(const Tensor& y, const Tensor& x) {
     std::vector<double> onehot(n, 0.0);
     onehot[i] = 1.0;
     Tensor og = cast(from_vector(onehot, y.shape()), y.dtype());
-    rows.push_back(gradient_ids(y, {{x.id()}}, {x}, {og}, Unconnected::zero, false)[0]);
+    rows.push_back(gradient_ids({y}, {{x.id()}}, {x}, {og}, Unconnected::zero, false)[0]);
   }
   if (!options_.persistent) {
     used_ = true;
@@ -335,7 +374,7 @@ Tensor GradientTape::batch_jacobian(const Tensor& y, const Tensor& x) {
     for (int64_t i = 0; i < b; ++i)
       mask[i * per + j] = 1.0;
     Tensor og = cast(from_vector(mask, y.shape()), y.dtype());
-    cols.push_back(gradient_ids(y, {{x.id()}}, {x}, {og}, Unconnected::zero, false)[0]);
+    cols.push_back(gradient_ids({y}, {{x.id()}}, {x}, {og}, Unconnected::zero, false)[0]);
   }
   if (!options_.persistent) {
     used_ = true;
@@ -367,13 +406,14 @@ Tensor custom_call(
   KILN_CHECK(y.defined(), "custom_gradient: the forward function returned an undefined Tensor");
   y = Tensor::view_of(y, y.shape(), y.strides(), y.offset());  // a fresh id for the output
   for (GradientTape* t : tapes) {
-    t->record_closure(inputs, y, [vjp, inputs, y](std::span<const Tensor> og) {
-      std::vector<Tensor> g = vjp(inputs, y, og[0]);
-      KILN_CHECK(g.size() == inputs.size(),
-                 "custom_gradient: the vjp returned {} gradients for {} inputs", g.size(),
-                 inputs.size());
-      return g;
-    });
+    t->record_closure(inputs, std::span<const Tensor>(&y, 1),
+                      [vjp, inputs, y](std::span<const Tensor> og) {
+                        std::vector<Tensor> g = vjp(inputs, y, og[0]);
+                        KILN_CHECK(g.size() == inputs.size(),
+                                   "custom_gradient: the vjp returned {} gradients for {} inputs",
+                                   g.size(), inputs.size());
+                        return g;
+                      });
   }
   return y;
 }

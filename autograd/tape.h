@@ -79,9 +79,23 @@ class GradientTape : public DispatchHook {
   // Forgets everything recorded and watched.
   void reset();
 
-  // Records an op whose VJP is a closure (custom_gradient). Not for general use.
+  // Gradients of several targets at once, each weighted by its output gradient (ones where
+  // output_gradients is empty), with respect to tensors and then variables: the result holds
+  // sources.size() + variables.size() gradients.
+  std::vector<Tensor> gradient(const std::vector<Tensor>& targets,
+                               const std::vector<Tensor>& sources,
+                               const std::vector<Variable>& variables,
+                               const std::vector<Tensor>& output_gradients,
+                               Unconnected unconnected = Unconnected::none);
+
+  // Records an op whose VJP is a closure (custom_gradient, traced control flow). Not for
+  // general use. The closure gets one gradient per output (zeros where none flowed) and
+  // returns one per input; autograd::needs_grad(i) says which inputs need one.
   using ClosureVjp = std::function<std::vector<Tensor>(std::span<const Tensor> output_grads)>;
-  void record_closure(std::span<const Tensor> inputs, const Tensor& output, ClosureVjp vjp);
+  void record_closure(std::span<const Tensor> inputs, std::span<const Tensor> outputs,
+                      ClosureVjp vjp);
+  // Whether this tape is installed on this thread now (not hidden by SuspendHooks).
+  bool is_recording_here() const;
   // The tapes recording on this thread, outermost first.
   static std::vector<GradientTape*> active();
 
@@ -111,9 +125,9 @@ class GradientTape : public DispatchHook {
     ClosureVjp closure;
   };
   bool tracks(uint64_t id) const { return tracked_.count(id) != 0; }
-  std::unordered_map<uint64_t, Tensor> backprop(const Tensor& target,
+  std::unordered_map<uint64_t, Tensor> backprop(const std::vector<Tensor>& targets,
                                                 const std::vector<Tensor>& output_gradients);
-  std::vector<Tensor> gradient_ids(const Tensor& target,
+  std::vector<Tensor> gradient_ids(const std::vector<Tensor>& targets,
                                    const std::vector<std::vector<uint64_t>>& source_ids,
                                    const std::vector<Tensor>& like,
                                    const std::vector<Tensor>& output_gradients,

@@ -81,6 +81,12 @@ HookScope::~HookScope() {
     }
 }
 
+bool hook_is_installed(const DispatchHook* hook) {
+  for (const DispatchHook* h : t_hooks)
+    if (h == hook) return true;
+  return false;
+}
+
 SuspendHooks::SuspendHooks() : saved_(std::move(t_hooks)) {
   t_hooks.clear();
 }

@@ -50,6 +50,9 @@ class HookScope {
   DispatchHook* hook_;
 };
 
+// Whether `hook` is installed on this thread now (not hidden by SuspendHooks).
+bool hook_is_installed(const DispatchHook* hook);
+
 // Hides every hook on this thread for the scope's lifetime (a hook that runs ops of its own
 // uses this to avoid seeing them).
 class SuspendHooks {

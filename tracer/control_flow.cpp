@@ -2,6 +2,7 @@
 
 #include <kiln/autograd/tape.h>
 #include <kiln/core/ops.h>
+#include <kiln/tracer/control_flow_grad.h>
 #include <kiln/tracer/trace.h>
 
 namespace kiln {
@@ -45,18 +46,6 @@ Region trace_region(TraceContext* parent, const std::string& name,
   return r;
 }
 
-// Gradients of a traced cond/while are not built yet: refuse while a tape inside the trace
-// could ask for them (a region's variable reads are invisible to it), instead of silently
-// returning no gradient.
-void refuse_tapes(const char* op) {
-  for (GradientTape* tape : GradientTape::active())
-    KILN_CHECK(!tape->records_traced_ops(),
-               "{}: a GradientTape is recording inside this traced function; gradients through "
-               "a traced {} are not supported yet (differentiate a call of the function from "
-               "outside, or compute the gradient before the {})",
-               op, op, op);
-}
-
 std::string type_text(const TensorType& t) {
   return fmt::format("{}{}", name(t.dtype), t.shape.str());
 }
@@ -71,7 +60,6 @@ std::vector<Tensor> cond_impl(const Tensor& pred,
   Tensor p = scalar_pred(pred, "cond");
   TraceContext* ctx = TraceContext::current();
   if (!ctx) return p.item<bool>() ? then_fn() : else_fn();
-  refuse_tapes("cond");
 
   const int pv = ctx->value_of(p);
   const std::string base = ctx->graph().name + "/cond" + std::to_string(ctx->graph().nodes.size());
@@ -108,13 +96,62 @@ std::vector<Tensor> cond_impl(const Tensor& pred,
     node.outputs.push_back(v);
     outputs.push_back(ctx->symbolic(v));
   }
-  node.subgraphs = {std::make_shared<ir::Graph>(std::move(then_r.ctx->graph())),
-                    std::make_shared<ir::Graph>(std::move(else_r.ctx->graph()))};
+  tracer::Branch then_b{std::make_shared<ir::Graph>(std::move(then_r.ctx->graph())),
+                        then_r.ctx->captured_tensors()};
+  tracer::Branch else_b{std::make_shared<ir::Graph>(std::move(else_r.ctx->graph())),
+                        else_r.ctx->captured_tensors()};
+  node.subgraphs = {then_b.graph, else_b.graph};
   ctx->graph().nodes.push_back(std::move(node));
+  tracer::record_cond_gradient(p, outputs, then_b, else_b);
   return outputs;
 }
 
 }  // namespace detail
+
+namespace {
+
+// Appends a while node to `ctx` (body_fn already checks what it returns). `body` receives
+// the body region and the enclosing tensors it captured.
+std::vector<Tensor> traced_while(
+    TraceContext* ctx, const std::function<Tensor(const std::vector<Tensor>&)>& cond_fn,
+    const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& body_fn,
+    const std::vector<Tensor>& loop_vars, tracer::Branch& body) {
+  std::vector<TensorType> types;
+  std::vector<int> var_values;
+  for (const Tensor& v : loop_vars) {
+    types.push_back(v.type());
+    var_values.push_back(ctx->value_of(v));
+  }
+  const std::string base = ctx->graph().name + "/while" + std::to_string(ctx->graph().nodes.size());
+  Region cond_r = trace_region(ctx, base + "/cond", types, [&](const std::vector<Tensor>& vars) {
+    return std::vector<Tensor>{scalar_pred(cond_fn(vars), "while_loop")};
+  });
+  Region body_r = trace_region(ctx, base + "/body", types, body_fn);
+
+  ir::Node node{"while",
+                var_values,
+                {},
+                Attrs{{"num_vars", static_cast<int64_t>(types.size())},
+                      {"cond_inputs", static_cast<int64_t>(cond_r.ctx->captures().size())}},
+                {}};
+  for (int v : cond_r.ctx->captures())
+    node.inputs.push_back(v);
+  for (int v : body_r.ctx->captures())
+    node.inputs.push_back(v);
+  std::vector<Tensor> outputs;
+  for (const TensorType& t : types) {
+    const int v = ctx->graph().add_value(t);
+    node.outputs.push_back(v);
+    outputs.push_back(ctx->symbolic(v));
+  }
+  body = tracer::Branch{std::make_shared<ir::Graph>(std::move(body_r.ctx->graph())),
+                        body_r.ctx->captured_tensors()};
+  node.subgraphs = {std::make_shared<ir::Graph>(std::move(cond_r.ctx->graph())), body.graph};
+  ctx->graph().nodes.push_back(std::move(node));
+  return outputs;
+}
+
+}  // namespace
 
 std::vector<Tensor> while_loop(
     const std::function<Tensor(const std::vector<Tensor>&)>& cond_fn,
@@ -150,39 +187,32 @@ std::vector<Tensor> while_loop(
     return loop_vars;
   }
 
-  refuse_tapes("while_loop");
-  std::vector<int> var_values;
-  for (const Tensor& v : loop_vars)
-    var_values.push_back(ctx->value_of(v));
-  const std::string base = ctx->graph().name + "/while" + std::to_string(ctx->graph().nodes.size());
-  Region cond_r = trace_region(ctx, base + "/cond", types, [&](const std::vector<Tensor>& vars) {
-    return std::vector<Tensor>{scalar_pred(cond_fn(vars), "while_loop")};
-  });
-  Region body_r = trace_region(ctx, base + "/body", types, [&](const std::vector<Tensor>& vars) {
+  auto checked_body = [&](const std::vector<Tensor>& vars) {
     std::vector<Tensor> next = body_fn(vars);
     check_body(types, next);
     return next;
-  });
+  };
+  tracer::Branch body;
+  if (!tracer::gradients_recorded_here())
+    return traced_while(ctx, cond_fn, checked_body, loop_vars, body);
 
-  ir::Node node{"while",
-                var_values,
-                {},
-                Attrs{{"num_vars", static_cast<int64_t>(types.size())},
-                      {"cond_inputs", static_cast<int64_t>(cond_r.ctx->captures().size())}},
-                {}};
-  for (int v : cond_r.ctx->captures())
-    node.inputs.push_back(v);
-  for (int v : body_r.ctx->captures())
-    node.inputs.push_back(v);
-  std::vector<Tensor> outputs;
-  for (const TensorType& t : types) {
-    const int v = ctx->graph().add_value(t);
-    node.outputs.push_back(v);
-    outputs.push_back(ctx->symbolic(v));
-  }
-  node.subgraphs = {std::make_shared<ir::Graph>(std::move(cond_r.ctx->graph())),
-                    std::make_shared<ir::Graph>(std::move(body_r.ctx->graph()))};
-  ctx->graph().nodes.push_back(std::move(node));
+  // A tape records here: the loop also counts its trips, for the reverse pass.
+  std::vector<Tensor> counted{scalar_tensor(0, i64)};
+  counted.insert(counted.end(), loop_vars.begin(), loop_vars.end());
+  auto rest = [](const std::vector<Tensor>& v) {
+    return std::vector<Tensor>(v.begin() + 1, v.end());
+  };
+  std::vector<Tensor> out = traced_while(
+      ctx, [&](const std::vector<Tensor>& v) { return cond_fn(rest(v)); },
+      [&](const std::vector<Tensor>& v) {
+        std::vector<Tensor> next{add(v[0], 1)};
+        for (Tensor& t : checked_body(rest(v)))
+          next.push_back(std::move(t));
+        return next;
+      },
+      counted, body);
+  const std::vector<Tensor> outputs = rest(out);
+  tracer::record_while_gradient(loop_vars, outputs, out[0], body);
   return outputs;
 }
 

@@ -12,11 +12,6 @@ bool TensorSpec::accepts(const Tensor& t) const {
   return true;
 }
 
-std::vector<Tensor> ConcreteFunction::call_flat(const std::vector<Tensor>& inputs) const {
-  KILN_CHECK(defined(), "ConcreteFunction: calling an empty concrete function");
-  return tracer::interpret(*graph_, inputs);
-}
-
 std::string ConcreteFunction::ir(IRStage) const {
   return ir::print(graph());
 }

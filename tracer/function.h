@@ -36,14 +36,25 @@ struct FunctionOptions {
 
 enum class IRStage { traced, optimized };
 
+namespace detail {
+struct GradientCache;
+}
+
 // One traced signature of a Function.
 class ConcreteFunction {
  public:
   ConcreteFunction() = default;
-  explicit ConcreteFunction(std::shared_ptr<const ir::Graph> graph) : graph_(std::move(graph)) {}
+  explicit ConcreteFunction(std::shared_ptr<const ir::Graph> graph);
 
   bool defined() const { return graph_ != nullptr; }
+  // Runs the graph. A GradientTape recording around the call gets one entry whose VJP is
+  // gradient_function(), unless the graph draws random numbers or assigns variables: then
+  // the tape records the primitives the call runs (a re-run would not be the same).
   std::vector<Tensor> call_flat(const std::vector<Tensor>& inputs) const;
+  // The traced VJP, built on first use and cached: it takes the inputs followed by one
+  // gradient per floating result, and returns the gradients of the floating inputs followed
+  // by those of the floating variables the graph reads (in the order of its variables).
+  ConcreteFunction gradient_function() const;
   // The IR text. Until the JIT lands, the optimized stage is the traced graph.
   std::string ir(IRStage stage = IRStage::traced) const;
   const ir::Graph& graph() const;
@@ -51,7 +62,10 @@ class ConcreteFunction {
   int64_t kernel_count() const;
 
  private:
+  std::vector<Tensor> call_recorded(const std::vector<Tensor>& inputs) const;
+
   std::shared_ptr<const ir::Graph> graph_;
+  std::shared_ptr<detail::GradientCache> grad_;
 };
 
 namespace detail {

@@ -66,6 +66,7 @@ int TraceContext::value_of(const Tensor& t) {
       const int v = graph_.add_value(t.type());
       graph_.params.push_back(v);
       captures_.push_back(outer);
+      captured_tensors_.push_back(t);
       captured_[t.id()] = v;
       return v;
     }

@@ -53,6 +53,10 @@ class TraceContext : public DispatchHook {
 
   // Values of the parent trace this region captured, in the order of the extra params.
   const std::vector<int>& captures() const { return captures_; }
+  // The enclosing traces' tensors behind those captures, in the same order.
+  const std::vector<Tensor>& captured_tensors() const { return captured_tensors_; }
+  // The outermost graph's variable slots (region graphs refer to them by index).
+  const std::vector<ir::VariableSlot>& variables() const { return root_->graph_.variables; }
 
   Tensor add_param(const TensorType& type);
   // The value id of `t` in this trace: its own symbolic value, or a new constant.
@@ -78,6 +82,7 @@ class TraceContext : public DispatchHook {
   TraceContext* parent_ = nullptr;
   TraceContext* root_ = this;
   std::vector<int> captures_;
+  std::vector<Tensor> captured_tensors_;
   std::unordered_map<uint64_t, int> captured_;   // enclosing symbolic tensor id -> param
   std::unordered_map<uint64_t, int> constants_;  // concrete tensor id -> value
   std::unordered_map<const VariableImpl*, int> variables_;
