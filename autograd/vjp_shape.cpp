@@ -1,10 +1,12 @@
-// VJP rules of the movement primitives (core/ops_shape.cpp): reshape, transpose, broadcast_to,
-// slice, pad, concatenate, gather and scatter_add. All are written with public ops (so higher
-// order gradients and traced backward passes work), and all but gather/scatter_add read
-// nothing but shapes and attributes.
+// VJP rules of the movement primitives (core/ops_shape.cpp): reshape, reshape_like, transpose,
+// broadcast_to, slice, pad, concatenate, gather and scatter_add. All are written with public
+// ops (so higher order gradients and traced backward passes work), and all but
+// gather/scatter_add read nothing but shapes and attributes.
 
 // registry.h first: grad_util.h uses VjpFn without including it.
 #include <kiln/core/registry.h>
+
+#include <algorithm>
 
 #include <kiln/autograd/grad_util.h>
 
@@ -14,8 +16,17 @@ namespace {
 using Grads = std::vector<Tensor>;
 using In = std::span<const Tensor>;
 
+// With several unknown dims in the input its shape is read at run time (in[0] is then the
+// symbolic input itself, not a placeholder); one unknown dim is the reshape's "whatever is left".
 Grads reshape_vjp(In in, const Attrs&, In, In g) {
+  const auto& dims = in[0].shape().dims();
+  if (std::count(dims.begin(), dims.end(), int64_t{-1}) > 1) return {reshape_like(g[0], in[0])};
   return {reshape(g[0], in[0].shape())};
+}
+
+// reshape_like(x, like): like is read for its shape only.
+Grads reshape_like_vjp(In in, const Attrs&, In, In g) {
+  return {reshape_like(g[0], in[0]), Tensor()};
 }
 
 Grads transpose_vjp(In, const Attrs& attrs, In, In g) {
@@ -102,6 +113,7 @@ Grads scatter_add_vjp(In in, const Attrs& attrs, In, In g) {
 
 KILN_STATIC_INIT {
   register_vjp("reshape", reshape_vjp, kVjpNeedsNothing);
+  register_vjp("reshape_like", reshape_like_vjp, kVjpNeedsNothing);
   register_vjp("transpose", transpose_vjp, kVjpNeedsNothing);
   register_vjp("broadcast_to", broadcast_to_vjp, kVjpNeedsNothing);
   register_vjp("slice", slice_vjp, kVjpNeedsNothing);

@@ -173,7 +173,8 @@ Tensor dropout(const Tensor& x, double rate, bool training) {
   if (!training || rate == 0) return x;
   KILN_CHECK(rate > 0 && rate < 1, "dropout: rate must be in [0, 1), got {} (x {})", rate,
              x.type_str());
-  Tensor mask = random::bernoulli(x.shape(), 1.0 - rate);
+  // Shaped like x: on unknown dims the mask's shape and counters are taken at run time.
+  Tensor mask = random::bernoulli_like(x, 1.0 - rate);
   return where(mask, div(x, Scalar(1.0 - rate)), Scalar(0.0));
 }
 

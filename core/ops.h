@@ -123,6 +123,8 @@ Tensor sparse_softmax_cross_entropy_with_logits(const Tensor& labels, const Tens
 
 // ---- shapes and data movement -----------------------------------------------------------------
 Tensor reshape(const Tensor& x, const Shape& shape);  // one dim may be -1
+// x's elements in like's shape; with unknown dims in like, its shape is read at run time.
+Tensor reshape_like(const Tensor& x, const Tensor& like);
 Tensor transpose(const Tensor& x, std::vector<int64_t> perm);
 Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor squeeze(const Tensor& x, int64_t axis);

@@ -1,6 +1,6 @@
-// Movement primitives (reshape, transpose, broadcast_to, slice, pad, concatenate, gather,
-// scatter_add) with their inference, and the composites built on them (squeeze, expand_dims,
-// stack, split, one_hot).
+// Movement primitives (reshape, reshape_like, transpose, broadcast_to, slice, pad, concatenate,
+// gather, scatter_add) with their inference, and the composites built on them (squeeze,
+// expand_dims, stack, split, one_hot).
 //
 // Unknown dims. A traced function's TensorSpecs may have dims of -1 ("unknown", printed "?"),
 // so every inference rule may see them. The rules, for all primitives (see ARCHITECTURE.md):
@@ -11,12 +11,16 @@
 //  - Nothing multiplies dims that may be -1 (Shape::numel is meaningless there).
 //  - reshape: the "shape" attr may hold one -1, "whatever is left". infer_reshape resolves it
 //    from the input's numel when the input is fully known and leaves it -1 otherwise; the
-//    public reshape() never computes the numel of an input with unknown dims.
+//    public reshape() never computes the numel of an input with unknown dims. Dims copied from
+//    the input at run time are listed in the optional "copy_dims" attr (expand_dims/squeeze
+//    of a tensor with several unknown dims); reshape_like(x, like) takes like's shape at run
+//    time (the gradient of a reshape whose input has several unknown dims).
 //  - broadcast_to: a -1 in the target means "keep the input's dim" (torch.expand); it is an
 //    error where the input has no such dim (a new leading dim).
 //  - slice/split need the sliced dim to be known ("slice: dim 0 of f32[?,3] is unknown").
 //  - Creation ops (full, iota, rng_*) reject unknown dims; zeros_like/ones_like/full_like of a
-//    tensor with unknown dims use the "fill_like" primitive, which reads the shape at run time.
+//    tensor with unknown dims use the "fill_like" primitive, which reads the shape at run time,
+//    and random::*_like (dropout) the rng_*_like primitives.
 //  - A -1 dim is assumed not to be a broadcast 1 at run time where the other side is known
 //    and > 1 (the traced gradient would not sum over it).
 
@@ -38,25 +42,43 @@ bool fully_known(const Shape& s) {
 }
 
 // The "shape" attr may hold one -1 ("whatever is left"): resolved from the input's numel when
-// the input is fully known, left unknown otherwise.
+// the input is fully known, left unknown otherwise. The optional "copy_dims" attr (one entry per
+// output dim) marks dims copied from the input at run time: copy_dims[i] = j >= 0 makes output
+// dim i input dim j (shape[i] holds -1 there); -1 entries take shape[i].
 std::vector<TensorType> infer_reshape(const OpDef&, std::span<const TensorType> in,
                                       const Attrs& a) {
   Shape s(a.ints("shape"));
-  int64_t known = 1, infer_at = -1;
+  const Shape& x = in[0].shape;
+  std::vector<int64_t> copy(s.size(), -1);
+  if (a.has("copy_dims")) {
+    copy = a.ints("copy_dims");
+    KILN_CHECK(copy.size() == s.size(), "reshape: copy_dims [{}] needs one entry per dim of {}",
+               fmt::join(copy, ","), s.str());
+  }
+  int64_t infer_at = -1;
   for (int64_t i = 0; i < s.rank(); ++i) {
-    if (s[i] == -1) {
+    const int64_t c = copy[static_cast<size_t>(i)];
+    KILN_CHECK(c >= -1, "reshape: copy_dims [{}] has a negative entry", fmt::join(copy, ","));
+    if (c >= 0) {
+      KILN_CHECK(c < x.rank() && s[i] == -1,
+                 "reshape: copy_dims [{}] cannot copy dim {} of {} into dim {} of {}",
+                 fmt::join(copy, ","), c, type_str(in[0]), i, s.str());
+      s[i] = x[c];
+    } else if (s[i] == -1) {
       KILN_CHECK(infer_at < 0, "reshape: more than one -1 in {} (reshaping {})", s.str(),
                  type_str(in[0]));
       infer_at = i;
     } else {
       KILN_CHECK(s[i] >= 0, "reshape: negative dim {} in [{}] (reshaping {})", s[i],
                  fmt::join(s.dims(), ","), type_str(in[0]));
-      known *= s[i];
     }
   }
-  if (!fully_known(in[0].shape)) return {{in[0].dtype, s}};  // checked at run time
-  const int64_t n = in[0].shape.numel();
+  if (!fully_known(x)) return {{in[0].dtype, s}};  // checked at run time
+  const int64_t n = x.numel();
   if (infer_at >= 0) {
+    int64_t known = 1;
+    for (int64_t i = 0; i < s.rank(); ++i)
+      if (i != infer_at) known *= s[i];
     KILN_CHECK(known > 0 && n % known == 0, "reshape: cannot reshape {} ({} elements) into {}",
                type_str(in[0]), n, s.str());
     s[infer_at] = n / known;
@@ -64,6 +86,25 @@ std::vector<TensorType> infer_reshape(const OpDef&, std::span<const TensorType> 
   KILN_CHECK(s.numel() == n, "reshape: cannot reshape {} ({} elements) into {} ({} elements)",
              type_str(in[0]), n, s.str(), s.numel());
   return {{in[0].dtype, s}};
+}
+
+// reshape_like(x, like): x's elements in like's shape (like is read for its shape only).
+std::vector<TensorType> infer_reshape_like(const OpDef&, std::span<const TensorType> in,
+                                           const Attrs&) {
+  if (fully_known(in[0].shape) && fully_known(in[1].shape))
+    KILN_CHECK(in[0].shape.numel() == in[1].shape.numel(),
+               "reshape_like: cannot reshape {} ({} elements) like {} ({} elements)",
+               type_str(in[0]), in[0].shape.numel(), type_str(in[1]), in[1].shape.numel());
+  return {{in[0].dtype, in[1].shape}};
+}
+
+// reshape_like runs the device's reshape kernel with the concrete shape inference gave it.
+std::vector<Tensor> reshape_like_kernel(std::span<const Tensor> in, const Attrs&,
+                                        std::span<const TensorType> out) {
+  static const OpDef& reshape = registry().op("reshape");
+  KernelFn k = reshape.kernel(in[0].device().type);
+  KILN_CHECK(k != nullptr, "reshape_like: no 'reshape' kernel for device {}", in[0].device().str());
+  return k(in.first(1), Attrs{{"shape", out[0].shape.dims()}}, out);
 }
 
 std::vector<TensorType> infer_transpose(const OpDef&, std::span<const TensorType> in,
@@ -190,6 +231,13 @@ std::vector<TensorType> infer_scatter_add(const OpDef& op, std::span<const Tenso
 KILN_STATIC_INIT {
   auto& r = registry();
   r.mutable_op("reshape").set_num_inputs(1).set_infer(infer_reshape).set_flags(kMovement | kView);
+  auto& like = r.mutable_op("reshape_like")
+                   .set_num_inputs(2)
+                   .set_infer(infer_reshape_like)
+                   .set_flags(kMovement | kView)
+                   .set_doc("Input 0's elements in the shape of input 1 (read at run time).");
+  for (int d = 0; d < kNumDeviceTypes; ++d)
+    like.set_kernel(static_cast<DeviceType>(d), reshape_like_kernel);
   r.mutable_op("transpose")
       .set_num_inputs(1)
       .set_infer(infer_transpose)
@@ -253,21 +301,56 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   return dispatch1(op, {x}, Attrs{{"shape", shape.dims()}});
 }
 
+Tensor reshape_like(const Tensor& x, const Tensor& like) {
+  KILN_OP(op, "reshape_like");
+  if (fully_known(like.shape())) return reshape(x, like.shape());
+  return dispatch1(op, {x, like}, {});
+}
+
+namespace {
+
+// x reshaped to `dims`, which are x's dims with dims of 1 inserted or removed: `from[i]` is the
+// dim of x that output dim i is (-1 for an inserted 1). With several unknown dims the reshape
+// copies them from x at run time ("copy_dims"); with one, its plain -1 is "whatever is left",
+// which is the same dim (and keeps the IR of such graphs as it was).
+Tensor reshape_keeping(const Tensor& x, std::vector<int64_t> dims,
+                       const std::vector<int64_t>& from) {
+  const int64_t unknown = std::count(dims.begin(), dims.end(), int64_t{-1});
+  if (unknown <= 1) return reshape(x, Shape(std::move(dims)));
+  KILN_OP(op, "reshape");
+  std::vector<int64_t> copy(dims.size(), -1);
+  for (size_t i = 0; i < dims.size(); ++i)
+    if (dims[i] == -1) copy[i] = from[i];
+  return dispatch1(op, {x}, Attrs{{"shape", std::move(dims)}, {"copy_dims", std::move(copy)}});
+}
+
+std::vector<int64_t> iota_dims(int64_t n) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  std::iota(v.begin(), v.end(), int64_t{0});
+  return v;
+}
+
+}  // namespace
+
 Tensor squeeze(const Tensor& x, int64_t axis) {
   axis = normalize_axis(axis, x.rank(), "squeeze");
   KILN_CHECK(x.dim(axis) >= 0, "squeeze: dim {} of {} is unknown", axis, x.type_str());
   KILN_CHECK(x.dim(axis) == 1, "squeeze: dim {} of {} has size {}, not 1", axis, x.type_str(),
              x.dim(axis));
   std::vector<int64_t> dims = x.shape().dims();
+  std::vector<int64_t> from = iota_dims(x.rank());
   dims.erase(dims.begin() + axis);
-  return reshape(x, Shape(std::move(dims)));
+  from.erase(from.begin() + axis);
+  return reshape_keeping(x, std::move(dims), from);
 }
 
 Tensor expand_dims(const Tensor& x, int64_t axis) {
   axis = normalize_axis(axis, x.rank() + 1, "expand_dims");
   std::vector<int64_t> dims = x.shape().dims();
+  std::vector<int64_t> from = iota_dims(x.rank());
   dims.insert(dims.begin() + axis, 1);
-  return reshape(x, Shape(std::move(dims)));
+  from.insert(from.begin() + axis, -1);
+  return reshape_keeping(x, std::move(dims), from);
 }
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t stop, int64_t step) {

@@ -215,6 +215,15 @@ std::vector<Row> make_table() {
        [](const Inputs& in) {
          return reshape(in[0], Shape{4, 6}) * reshape(in[0], Shape{4, 6});
        }});
+  add({"reshape_like", "reshape_like [2,3,4] like [4,6]",
+       [](std::mt19937& r) {
+         return Inputs{uniform(r, Shape{2, 3, 4}, -2, 2)};
+       },
+       [](const Inputs& in) {
+         // The primitive itself: the public reshape_like is a reshape when like is known.
+         static const OpDef& op = registry().op("reshape_like");
+         return square(dispatch1(op, {in[0], zeros({4, 6}, f64)}, {}));
+       }});
   add({"transpose", "transpose [2,3,4] perm 2,0,1",
        [](std::mt19937& r) {
          return Inputs{uniform(r, Shape{2, 3, 4}, -2, 2)};

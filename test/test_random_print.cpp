@@ -225,7 +225,29 @@ TEST_CASE("rng primitives are registered as stateful creation ops") {
     CHECK(op.has(kCreation));
     CHECK(op.has(kNotDifferentiable));
     CHECK(op.num_inputs() == 0);
+    // The _like variant reads its shape from its one input.
+    const OpDef& like = registry().op(std::string(name) + "_like");
+    CHECK(like.has(kStateful));
+    CHECK_FALSE(like.has(kCreation));
+    CHECK(like.has(kNotDifferentiable));
+    CHECK(like.num_inputs() == 1);
   }
+}
+
+TEST_CASE("random *_like draws of known shapes are the sized draws") {
+  const Tensor x = zeros({3, 5}, f64);
+  random::seed(4);
+  const Tensor u = random::uniform_like(x, -1, 1), n = random::normal_like(x);
+  const Tensor k = random::randint_like(zeros({7}, i32), 0, 5);
+  const Tensor b = random::bernoulli_like(x, 0.5);
+  random::seed(4);
+  CHECK(u.to_vector<double>() == random::uniform({3, 5}, -1, 1, f64).to_vector<double>());
+  CHECK(n.to_vector<double>() == random::normal({3, 5}, 0, 1, f64).to_vector<double>());
+  CHECK(k.to_vector<int32_t>() == random::randint({7}, 0, 5, i32).to_vector<int32_t>());
+  CHECK(b.to_vector<bool>() == random::bernoulli({3, 5}, 0.5).to_vector<bool>());
+  CHECK(u.dtype() == f64);
+  CHECK(k.dtype() == i32);
+  check_error([] { random::uniform_like(zeros({2}, i32)); }, {"uniform", "i32"});
 }
 
 TEST_CASE("dropout") {

@@ -100,4 +100,9 @@ ir::Graph trace(const std::string& name, const std::vector<TensorType>& params,
 std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inputs,
                               const std::vector<ir::VariableSlot>* variables = nullptr);
 
+// Runs one node of g on the values computed so far (vals, indexed by value id), as the
+// interpreter does: the compiled Executable runs the nodes it does not fuse this way.
+void run_node(const ir::Graph& g, const ir::Node& n, std::vector<Tensor>& vals,
+              const std::vector<ir::VariableSlot>& vars);
+
 }  // namespace kiln::tracer
