@@ -102,7 +102,7 @@ TEST_CASE("saved function: a trained MLP round-trips and runs without its code")
   for (int64_t batch : {1, 3, 16}) {
     const Tensor x = random::normal({batch, 4});
     const Tensor got = m(x);
-    check_close(got, predict(x), 0, 0);  // the same interpreter: bit-identical
+    check_close(got, predict(x), 0, 0);  // the same compiled graph: bit-identical
   }
   check_close(m(xs), forward(xs), 1e-6, 1e-7);
 

@@ -12,8 +12,20 @@ bool TensorSpec::accepts(const Tensor& t) const {
   return true;
 }
 
-std::string ConcreteFunction::ir(IRStage) const {
+std::string ConcreteFunction::ir(IRStage stage) const {
+  if (stage == IRStage::optimized)
+    if (const tracer::CompiledGraph* exe = executable()) return exe->optimized_ir();
   return ir::print(graph());
+}
+
+std::string ConcreteFunction::dot() const {
+  if (const tracer::CompiledGraph* exe = executable()) return exe->dot();
+  std::string out = "digraph \"" + graph().name + "\" {\n";
+  for (size_t i = 0; i < graph().nodes.size(); ++i) {
+    const ir::Node& n = graph().nodes[i];
+    out += fmt::format("  n{} [label=\"{}\"];\n", i, n.op);
+  }
+  return out + "}\n";
 }
 
 const ir::Graph& ConcreteFunction::graph() const {
@@ -22,6 +34,7 @@ const ir::Graph& ConcreteFunction::graph() const {
 }
 
 int64_t ConcreteFunction::kernel_count() const {
+  if (const tracer::CompiledGraph* exe = executable()) return exe->kernel_count();
   int64_t n = 0;
   for (const ir::Node& node : graph().nodes)
     if (registry().find(node.op) != nullptr) ++n;
@@ -172,7 +185,7 @@ ConcreteFunction FunctionCore::concrete(
   ++traces_;
   note_call(sig, true);
   num_results = g.results.size();
-  ConcreteFunction cf(std::make_shared<const ir::Graph>(std::move(g)));
+  ConcreteFunction cf(std::make_shared<const ir::Graph>(std::move(g)), options_.jit_compile);
   cache_.emplace(key, std::make_pair(cf, num_results));
   return cf;
 }

@@ -30,21 +30,41 @@ struct TensorSpec {
 struct FunctionOptions {
   std::string name = "function";
   std::vector<TensorSpec> input_signature;
-  bool jit_compile = true;  // the JIT is not built yet: every function runs on the interpreter
+  bool jit_compile = true;  // false: run on the graph interpreter (the reference)
   bool reduce_retracing = false;
 };
 
 enum class IRStage { traced, optimized };
 
+namespace tracer {
+// A graph compiled by the JIT. jit/ registers the compiler (DESIGN.md section 1: the tracer
+// reaches the JIT through a registry); without one, functions run on the interpreter.
+class CompiledGraph {
+ public:
+  virtual ~CompiledGraph() = default;
+  // Safe to call from several threads at once.
+  virtual std::vector<Tensor> run(const std::vector<Tensor>& inputs) const = 0;
+  // Generated kernels plus library calls a call runs.
+  virtual int64_t kernel_count() const = 0;
+  // The optimized graph with its fused kernels, as text and as a Graphviz picture.
+  virtual std::string optimized_ir() const = 0;
+  virtual std::string dot() const = 0;
+};
+using Compiler = std::shared_ptr<const CompiledGraph> (*)(const ir::Graph& graph);
+void set_compiler(Compiler compiler);
+Compiler compiler();
+}  // namespace tracer
+
 namespace detail {
-struct GradientCache;
+struct ConcreteState;
 }
 
 // One traced signature of a Function.
 class ConcreteFunction {
  public:
   ConcreteFunction() = default;
-  explicit ConcreteFunction(std::shared_ptr<const ir::Graph> graph);
+  // `jit`: compile on the first call (when a compiler is registered) instead of interpreting.
+  explicit ConcreteFunction(std::shared_ptr<const ir::Graph> graph, bool jit = false);
 
   bool defined() const { return graph_ != nullptr; }
   // Runs the graph. A GradientTape recording around the call gets one entry whose VJP is
@@ -55,17 +75,24 @@ class ConcreteFunction {
   // gradient per floating result, and returns the gradients of the floating inputs followed
   // by those of the floating variables the graph reads (in the order of its variables).
   ConcreteFunction gradient_function() const;
-  // The IR text. Until the JIT lands, the optimized stage is the traced graph.
+  // The IR text: as traced, or optimized with its fused kernels (the traced text when the
+  // function is not compiled).
   std::string ir(IRStage stage = IRStage::traced) const;
+  // A Graphviz picture of the compiled graph (of the traced one when not compiled).
+  std::string dot() const;
   const ir::Graph& graph() const;
-  // Kernels a call runs: one per primitive node until the JIT fuses them.
+  // Kernels a call runs: generated kernels plus library calls when compiled, one per
+  // primitive node when interpreted.
   int64_t kernel_count() const;
+  bool compiled() const;
 
  private:
   std::vector<Tensor> call_recorded(const std::vector<Tensor>& inputs) const;
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) const;
+  const tracer::CompiledGraph* executable() const;
 
   std::shared_ptr<const ir::Graph> graph_;
-  std::shared_ptr<detail::GradientCache> grad_;
+  std::shared_ptr<detail::ConcreteState> state_;
 };
 
 namespace detail {

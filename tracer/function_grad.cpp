@@ -1,6 +1,8 @@
 // Calls of a ConcreteFunction under a GradientTape: one tape entry whose VJP is a traced,
 // cached gradient function (TF's function gradient), so a compiled function is
 // differentiated by another compiled function rather than primitive by primitive.
+#include <atomic>
+
 #include <kiln/autograd/tape.h>
 #include <kiln/tracer/control_flow_grad.h>
 #include <kiln/tracer/function.h>
@@ -8,11 +10,26 @@
 namespace kiln {
 
 namespace detail {
-struct GradientCache {
+struct ConcreteState {
+  bool jit = false;
+  std::once_flag compile_once;
+  std::shared_ptr<const tracer::CompiledGraph> compiled;
   std::mutex mu;
   ConcreteFunction backward;
 };
 }  // namespace detail
+
+namespace tracer {
+namespace {
+std::atomic<Compiler> g_compiler{nullptr};
+}
+void set_compiler(Compiler c) {
+  g_compiler.store(c);
+}
+Compiler compiler() {
+  return g_compiler.load();
+}
+}  // namespace tracer
 
 namespace {
 
@@ -33,15 +50,34 @@ std::vector<Variable> floating_variables(const ir::Graph& g) {
 
 }  // namespace
 
-ConcreteFunction::ConcreteFunction(std::shared_ptr<const ir::Graph> graph)
-    : graph_(std::move(graph)), grad_(std::make_shared<detail::GradientCache>()) {}
+ConcreteFunction::ConcreteFunction(std::shared_ptr<const ir::Graph> graph, bool jit)
+    : graph_(std::move(graph)), state_(std::make_shared<detail::ConcreteState>()) {
+  state_->jit = jit;
+}
+
+const tracer::CompiledGraph* ConcreteFunction::executable() const {
+  if (!state_->jit) return nullptr;
+  std::call_once(state_->compile_once, [&] {
+    if (tracer::Compiler c = tracer::compiler()) state_->compiled = c(*graph_);
+  });
+  return state_->compiled.get();
+}
+
+bool ConcreteFunction::compiled() const {
+  return defined() && executable() != nullptr;
+}
+
+std::vector<Tensor> ConcreteFunction::run(const std::vector<Tensor>& inputs) const {
+  if (const tracer::CompiledGraph* exe = executable()) return exe->run(inputs);
+  return tracer::interpret(*graph_, inputs);
+}
 
 std::vector<Tensor> ConcreteFunction::call_flat(const std::vector<Tensor>& inputs) const {
   KILN_CHECK(defined(), "ConcreteFunction: calling an empty concrete function");
   // Inside another trace the call is inlined: its primitives become nodes there (and a tape
   // in that trace records them).
-  if (tracer::TraceContext::current() != nullptr || GradientTape::active().empty())
-    return tracer::interpret(*graph_, inputs);
+  if (tracer::TraceContext::current() != nullptr) return tracer::interpret(*graph_, inputs);
+  if (GradientTape::active().empty()) return run(inputs);
   return call_recorded(inputs);
 }
 
@@ -51,15 +87,15 @@ std::vector<Tensor> ConcreteFunction::call_recorded(const std::vector<Tensor>& i
   for (GradientTape* t : tapes)
     for (const Tensor& x : inputs)
       wanted |= t->is_watching(x);
-  if (tapes.empty() || !wanted || tracer::has_side_effects(*graph_))
-    return tracer::interpret(*graph_, inputs);
+  if (tapes.empty() || !wanted) return run(inputs);
+  if (tracer::has_side_effects(*graph_)) return tracer::interpret(*graph_, inputs);
 
   std::vector<Tensor> outputs;
   {
     std::vector<std::unique_ptr<GradientTape::Pause>> paused;
     for (GradientTape* t : tapes)
       paused.push_back(std::make_unique<GradientTape::Pause>(t));
-    outputs = tracer::interpret(*graph_, inputs);
+    outputs = run(inputs);
   }
   // Fresh output ids: a result that is an input (or a variable's value) passed through must
   // not be confused with it on the tape.
@@ -86,8 +122,8 @@ std::vector<Tensor> ConcreteFunction::call_recorded(const std::vector<Tensor>& i
 
 ConcreteFunction ConcreteFunction::gradient_function() const {
   KILN_CHECK(defined(), "ConcreteFunction: empty concrete function");
-  std::lock_guard<std::mutex> lock(grad_->mu);
-  if (grad_->backward.defined()) return grad_->backward;
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (state_->backward.defined()) return state_->backward;
   const ir::Graph& g = *graph_;
   std::vector<TensorType> params;
   for (int p : g.params)
@@ -114,9 +150,11 @@ ConcreteFunction ConcreteFunction::gradient_function() const {
       if (is_floating(y.dtype())) targets.push_back(y);
     return tape.gradient(targets, sources, vars, og, Unconnected::zero);
   };
-  grad_->backward = ConcreteFunction(std::make_shared<const ir::Graph>(
-      tracer::trace(g.name + "/grad", params, body, /*allow_variable_creation=*/false)));
-  return grad_->backward;
+  state_->backward =
+      ConcreteFunction(std::make_shared<const ir::Graph>(tracer::trace(
+                           g.name + "/grad", params, body, /*allow_variable_creation=*/false)),
+                       state_->jit);
+  return state_->backward;
 }
 
 }  // namespace kiln

@@ -476,9 +476,9 @@ std::string SignatureInfo::str() const {
 }
 
 std::vector<Tensor> Loaded::operator()(const std::vector<Tensor>& inputs) const {
-  KILN_CHECK(!graphs_.empty(), "saved_function: calling an empty Loaded function");
+  KILN_CHECK(!functions_.empty(), "saved_function: calling an empty Loaded function");
   for (size_t i = 0; i < signatures_.size(); ++i)
-    if (signatures_[i].accepts(inputs)) return tracer::interpret(*graphs_[i], inputs);
+    if (signatures_[i].accepts(inputs)) return functions_[i].call_flat(inputs);
   std::string got, avail;
   for (size_t i = 0; i < inputs.size(); ++i)
     got +=
@@ -625,7 +625,7 @@ Loaded load(const std::string& dir) {
       slot.var = it->second.impl_ptr();
     }
     m.signatures_.push_back(std::move(info));
-    m.graphs_.push_back(std::move(g));
+    m.functions_.emplace_back(std::move(g), /*jit=*/true);
   }
   return m;
 }

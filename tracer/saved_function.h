@@ -123,7 +123,12 @@ class Loaded {
   const std::map<std::string, Variable>& variables() const { return variables_; }
   const std::vector<SignatureInfo>& signatures() const { return signatures_; }
   // The signature's graph, with its variable slots bound.
-  const ir::Graph& graph(size_t signature) const { return *graphs_.at(signature); }
+  const ir::Graph& graph(size_t signature) const { return functions_.at(signature).graph(); }
+  // The signature's concrete function (compiled by the JIT on its first call, as a traced
+  // function is).
+  const ConcreteFunction& concrete_function(size_t signature) const {
+    return functions_.at(signature);
+  }
 
  private:
   friend Loaded load(const std::string& dir);
@@ -131,7 +136,7 @@ class Loaded {
   std::string dir_;
   std::map<std::string, Variable> variables_;
   std::vector<SignatureInfo> signatures_;
-  std::vector<std::shared_ptr<const ir::Graph>> graphs_;
+  std::vector<ConcreteFunction> functions_;
 };
 
 Loaded load(const std::string& dir);

@@ -42,6 +42,8 @@ struct Neg {
   T operator()(T x) const {
     if constexpr (std::is_same_v<T, bool>)
       return x;
+    else if constexpr (kFloat<T>)
+      return -x;  // IEEE negation: neg(0.0) is -0.0
     else
       return static_cast<T>(Wide<T>(0) - static_cast<Wide<T>>(x));
   }

@@ -5,7 +5,7 @@
 //   x * 1, 1 * x, x / 1          -> x    (integers and floats)
 //   x + (-0.0), (-0.0) + x       -> x    (floats; x + 0 for integers)
 //   x - 0.0                      -> x    (floats: +0.0 only; x - 0 for integers)
-//   neg(neg(x))                  -> x    (integers)
+//   neg(neg(x))                  -> x    (integers and floats: IEEE negation flips the sign bit)
 //   transpose(transpose(x, p), q)-> transpose(x, p∘q); an identity permutation -> x
 //   reshape(reshape(x, a), b)    -> reshape(x, b) (b without copy_dims); a reshape to x's own
 //                                   shape -> x
@@ -16,8 +16,6 @@
 //
 // Kept on purpose (not exact): x + 0.0 for floats (-0.0 + 0.0 is +0.0, not -0.0), and
 // x - (-0.0) (the same sum); x * 0 (NaN, inf and -0.0); x - x (NaN, inf); x / x; reassociation.
-// neg(neg(x)) for floats: the eager kernel (the reference) computes neg as 0 - x, so
-// neg(neg(-0.0)) is +0.0 there.
 // A constant identity only applies where it does not broadcast x: its dims must be 1 or
 // known equal to x's, so x * ones(3) with x: f32[1] (a bigger result) stays. Bool operands
 // are left alone. stop_gradient and copy stay too: a tape around the interpreter sees them.
@@ -99,10 +97,9 @@ class Simplifier {
     if (op == "add") return binary_identity(n, Identity::add_zero, Identity::add_zero);
     if (op == "sub") return binary_identity(n, Identity::none, Identity::sub_zero);
     const int in = n.inputs.empty() ? -1 : n.inputs[0];
-    if (op == "neg") {  // integers only: the float kernel computes 0 - x (see the top)
+    if (op == "neg") {
       const ir::Node* p = producer(in, "neg");
-      return p && !is_floating(type(out).dtype) && type(p->inputs[0]) == type(out) ? p->inputs[0]
-                                                                                   : -1;
+      return p && type(p->inputs[0]) == type(out) ? p->inputs[0] : -1;
     }
     if (op == "cast")
       return n.attrs.dtype("dtype") == type(in).dtype && type(in) == type(out) ? in : -1;

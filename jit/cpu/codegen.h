@@ -1,0 +1,67 @@
+#pragma once
+
+// The x86 code generator's interface (the only jit/cpu/ header; LLVM's headers stay in the
+// .cpp files). A fused kernel is an LLVM function over its group's output index space:
+//
+//   void kernel(void* const* buffers, const int64_t* dims, int64_t begin, int64_t end)
+//
+// `buffers` holds the data of the group's inputs (those not folded into the code) and then
+// of its outputs, all dense. Without broadcast inputs the kernel loops over the flat
+// elements [begin, end). Otherwise it loops over rows [begin, end) of the output seen as
+// [rows, cols]: dims = {cols, outer dims (rank - 1)..., then per broadcast input its element
+// strides over the outer dims (rank - 1)...}; a broadcast input's stride along the last dim is
+// 0 or 1, fixed at compile time so that the inner loop vectorizes. A row program loops over
+// rows [begin, end) of its row space [rows, cols] with dims = {cols}: per row, one loop over
+// the columns for each reduction, then one that writes the full outputs.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <kiln/jit/fusion.h>
+
+namespace kiln::jit::cpu {
+
+using KernelFn = void (*)(void* const* buffers, const int64_t* dims, int64_t begin, int64_t end);
+
+enum class InputKind {
+  full,       // the output's shape: read at the output index
+  scalar,     // one element, read once
+  broadcast,  // broadcasts into the output along some dims
+  immediate,  // a one-element constant folded into the code (no buffer)
+  row,        // row programs: one element per row
+  column,     // row programs: one element per column
+};
+
+struct KernelInput {
+  int value = -1;
+  InputKind kind = InputKind::full;
+  bool last_dim_broadcast = false;  // broadcast inputs: stride 0 along the last dim
+};
+
+struct KernelPlan {
+  std::string name;
+  const FusionGroup* group = nullptr;
+  std::vector<KernelInput> inputs;  // one per group input
+  bool rows = false;                // some input broadcasts: loop over rows
+  int64_t rank = 0;
+  bool row_program = false;
+  std::vector<bool> output_full;  // row programs: per output, full (else one per row)
+};
+
+// What the emitter supports for node n (its op, dtypes and, for reductions, axes).
+Fusible classify(const ir::Graph& g, const ir::Node& n);
+// Classifies a group's inputs against its iteration space.
+KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string name);
+
+struct CompiledKernels {
+  std::vector<KernelFn> fns;  // one per plan
+  std::string llvm_ir;        // the optimized module, when want_text
+  std::string assembly;       // its x86 assembly, when want_text
+};
+
+// Emits, optimizes (the O3 pipeline for the host CPU) and JIT-compiles the kernels.
+CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan>& plans,
+                                bool want_text);
+
+}  // namespace kiln::jit::cpu

@@ -1,0 +1,104 @@
+#include "math.h"
+
+#include <limits>
+
+#include <llvm/IR/Intrinsics.h>
+
+namespace kiln::jit::cpu {
+namespace {
+
+llvm::Value* f(llvm::IRBuilder<>& b, double v) {
+  return llvm::ConstantFP::get(b.getFloatTy(), v);
+}
+
+// Horner's scheme: ((c0 * x + c1) * x + c2) ...
+llvm::Value* horner(llvm::IRBuilder<>& b, llvm::Value* x, std::initializer_list<double> c) {
+  auto it = c.begin();
+  llvm::Value* p = f(b, *it++);
+  for (; it != c.end(); ++it)
+    p = b.CreateFAdd(b.CreateFMul(p, x), f(b, *it));
+  return p;
+}
+
+llvm::Value* unary(llvm::IRBuilder<>& b, llvm::Intrinsic::ID id, llvm::Value* x) {
+  return b.CreateUnaryIntrinsic(id, x);
+}
+
+}  // namespace
+
+llvm::Value* emit_exp_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  // x = n ln2 + r with |r| <= ln2 / 2; ln2 in two parts so that n * ln2 is exact enough.
+  llvm::Value* xc = b.CreateBinaryIntrinsic(llvm::Intrinsic::maxnum, x, f(b, -104.0));
+  xc = b.CreateBinaryIntrinsic(llvm::Intrinsic::minnum, xc, f(b, 89.0));
+  llvm::Value* n = unary(b, llvm::Intrinsic::floor,
+                         b.CreateFAdd(b.CreateFMul(xc, f(b, 1.44269504088896341)), f(b, 0.5)));
+  llvm::Value* r = b.CreateFSub(xc, b.CreateFMul(n, f(b, 0.693359375)));
+  r = b.CreateFSub(r, b.CreateFMul(n, f(b, -2.12194440e-4)));
+  llvm::Value* p = horner(b, r,
+                          {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                           1.6666665459e-1, 5.0000001201e-1});
+  llvm::Value* y = b.CreateFAdd(b.CreateFAdd(b.CreateFMul(p, b.CreateFMul(r, r)), r), f(b, 1.0));
+  // 2^n as two factors, so that results down to the subnormals are reached.
+  llvm::Value* ni = b.CreateFPToSI(n, b.getInt32Ty());
+  llvm::Value* n1 = b.CreateAShr(ni, 1);
+  llvm::Value* n2 = b.CreateSub(ni, n1);
+  auto pow2 = [&](llvm::Value* e) {
+    return b.CreateBitCast(b.CreateShl(b.CreateAdd(e, b.getInt32(127)), 23), b.getFloatTy());
+  };
+  llvm::Value* res = b.CreateFMul(b.CreateFMul(y, pow2(n1)), pow2(n2));
+  return b.CreateSelect(b.CreateFCmpUNO(x, x), x, res);
+}
+
+llvm::Value* emit_log_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  // x = m 2^e with m in [sqrt(1/2), sqrt(2)); log x = log1p(m - 1) + e ln2.
+  llvm::Value* sub = b.CreateFCmpOLT(x, f(b, std::numeric_limits<float>::min()));
+  llvm::Value* xs = b.CreateSelect(sub, b.CreateFMul(x, f(b, 8388608.0)), x);
+  llvm::Value* bits = b.CreateBitCast(xs, b.getInt32Ty());
+  llvm::Value* e = b.CreateSub(b.CreateAnd(b.CreateLShr(bits, 23), 0xff), b.getInt32(126));
+  e = b.CreateSub(e, b.CreateSelect(sub, b.getInt32(23), b.getInt32(0)));
+  llvm::Value* m = b.CreateBitCast(b.CreateOr(b.CreateAnd(bits, 0x007fffff), 0x3f000000),
+                                   b.getFloatTy());  // in [0.5, 1)
+  llvm::Value* small = b.CreateFCmpOLT(m, f(b, 0.707106781186547524));
+  e = b.CreateSub(e, b.CreateZExt(small, b.getInt32Ty()));
+  llvm::Value* t = b.CreateSelect(small, b.CreateFSub(b.CreateFAdd(m, m), f(b, 1.0)),
+                                  b.CreateFSub(m, f(b, 1.0)));
+  llvm::Value* z = b.CreateFMul(t, t);
+  llvm::Value* p =
+      horner(b, t,
+             {7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+              -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1});
+  llvm::Value* fe = b.CreateSIToFP(e, b.getFloatTy());
+  llvm::Value* y = b.CreateFMul(b.CreateFMul(p, t), z);
+  y = b.CreateFAdd(y, b.CreateFMul(fe, f(b, -2.12194440e-4)));
+  y = b.CreateFSub(y, b.CreateFMul(z, f(b, 0.5)));
+  llvm::Value* res = b.CreateFAdd(b.CreateFAdd(t, y), b.CreateFMul(fe, f(b, 0.693359375)));
+  const double inf = std::numeric_limits<double>::infinity();
+  res = b.CreateSelect(b.CreateFCmpOEQ(x, f(b, inf)), f(b, inf), res);
+  res = b.CreateSelect(b.CreateFCmpOEQ(x, f(b, 0.0)), f(b, -inf), res);
+  res = b.CreateSelect(b.CreateFCmpOLT(x, f(b, 0.0)),
+                       f(b, std::numeric_limits<double>::quiet_NaN()), res);
+  return b.CreateSelect(b.CreateFCmpUNO(x, x), x, res);
+}
+
+llvm::Value* emit_tanh_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  llvm::Value* ax = unary(b, llvm::Intrinsic::fabs, x);
+  // |x| < 0.625: an odd polynomial; beyond: 1 - 2 / (exp(2|x|) + 1), with x's sign.
+  llvm::Value* z = b.CreateFMul(x, x);
+  llvm::Value* p = horner(b, z,
+                          {-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+                           -3.33332819422e-1});
+  llvm::Value* near = b.CreateFAdd(x, b.CreateFMul(b.CreateFMul(x, z), p));
+  llvm::Value* e = emit_exp_f32(b, b.CreateFAdd(ax, ax));
+  llvm::Value* far = b.CreateFSub(f(b, 1.0), b.CreateFDiv(f(b, 2.0), b.CreateFAdd(e, f(b, 1.0))));
+  far = b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, far, x);
+  return b.CreateSelect(b.CreateFCmpOLT(ax, f(b, 0.625)), near, far);
+}
+
+llvm::Value* emit_sigmoid_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  llvm::Value* e = emit_exp_f32(b, b.CreateFNeg(unary(b, llvm::Intrinsic::fabs, x)));
+  llvm::Value* den = b.CreateFAdd(f(b, 1.0), e);
+  return b.CreateSelect(b.CreateFCmpOGE(x, f(b, 0.0)), b.CreateFDiv(f(b, 1.0), den),
+                        b.CreateFDiv(e, den));
+}
+
+}  // namespace kiln::jit::cpu

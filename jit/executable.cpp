@@ -1,0 +1,355 @@
+#include <kiln/jit/executable.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+
+#include <unistd.h>
+
+#include <kiln/backends/cpu/parallel.h>
+#include <kiln/jit/pipeline.h>
+
+namespace kiln::jit {
+namespace {
+
+bool has_unknown(const Shape& s) {
+  for (int64_t d : s)
+    if (d < 0) return true;
+  return false;
+}
+
+// Writes dir/<name>.<suffix> through a temporary file and a rename.
+void dump(const std::string& dir, const std::string& name, const std::string& suffix,
+          const std::string& text) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  std::string safe = name;
+  for (char& c : safe)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') c = '_';
+  const fs::path path = fs::path(dir) / (safe + "." + suffix);
+  const fs::path tmp = fs::path(path).concat(fmt::format(".tmp{}", ::getpid()));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    KILN_CHECK(out.good(), "KILN_DUMP: cannot write {}", tmp.string());
+  }
+  fs::rename(tmp, path, ec);
+  KILN_CHECK(!ec, "KILN_DUMP: cannot rename {} to {}: {}", tmp.string(), path.string(),
+             ec.message());
+}
+
+bool matches(const TensorType& spec, const Tensor& t) {
+  if (spec.dtype != t.dtype() || spec.shape.rank() != t.rank()) return false;
+  for (int64_t d = 0; d < t.rank(); ++d)
+    if (spec.shape[d] >= 0 && spec.shape[d] != t.dim(d)) return false;
+  return true;
+}
+
+// Nodes that run a kernel of their own when not fused (library calls and eager kernels).
+bool runs_a_kernel(const ir::Node& n) {
+  return n.op != "constant" && n.op != "read_variable" && n.op != "assign_variable";
+}
+
+}  // namespace
+
+Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
+  for (const TensorType& t : graph_.types)
+    dynamic_ |= has_unknown(t.shape);
+  plan_ = plan_fusion(graph_, cpu::classify);
+  for (size_t k = 0; k < plan_.groups.size(); ++k)
+    kernels_.push_back(cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k)));
+  const char* dir = std::getenv("KILN_DUMP");
+  const bool want_text = dir != nullptr && *dir != '\0';
+  cpu::CompiledKernels compiled = cpu::compile_kernels(graph_, kernels_, want_text);
+  fns_ = std::move(compiled.fns);
+  if (want_text) {
+    dump(dir, traced.name, "traced.ir", ir::print(traced));
+    dump(dir, traced.name, "optimized.ir", optimized_ir());
+    dump(dir, traced.name, "fusion.txt", kernels_text());
+    dump(dir, traced.name, "ll", compiled.llvm_ir);
+    dump(dir, traced.name, "s", compiled.assembly);
+  }
+}
+
+int64_t Executable::kernel_count() const {
+  int64_t n = static_cast<int64_t>(plan_.groups.size());
+  for (const Step& s : plan_.steps)
+    if (s.node >= 0 && runs_a_kernel(graph_.nodes[static_cast<size_t>(s.node)])) ++n;
+  return n;
+}
+
+std::string Executable::kernels_text() const {
+  std::string out = "kernels {\n";
+  for (const Step& s : plan_.steps) {
+    if (s.group >= 0) {
+      const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
+      const cpu::KernelPlan& kp = kernels_[static_cast<size_t>(s.group)];
+      out += fmt::format("  kernel k{} {} over {}:", s.group,
+                         kp.row_program ? "row program"
+                         : kp.rows      ? "rows"
+                                        : "elements",
+                         grp.shape.str());
+      for (int i : grp.nodes)
+        out += " " + graph_.nodes[static_cast<size_t>(i)].op;
+      out += " ->";
+      for (int v : grp.outputs)
+        out += fmt::format(" %{}", v);
+      out += "\n";
+    } else {
+      const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
+      if (!runs_a_kernel(n)) continue;
+      out += fmt::format("  call {} ->", n.op);
+      for (int v : n.outputs)
+        out += fmt::format(" %{}", v);
+      out += "\n";
+    }
+  }
+  return out + "}\n";
+}
+
+std::string Executable::optimized_ir() const {
+  return ir::print(graph_) + kernels_text();
+}
+
+std::string Executable::dot() const {
+  std::string out = fmt::format("digraph \"{}\" {{\n  node [shape=box];\n", graph_.name);
+  std::map<int, std::string> def;  // value -> step name
+  for (int p : graph_.params)
+    def[p] = fmt::format("p{}", p);
+  for (size_t i = 0; i < graph_.params.size(); ++i)
+    out += fmt::format("  p{} [label=\"param {}\", shape=ellipse];\n", graph_.params[i], i);
+  int k = 0;
+  for (const Step& s : plan_.steps) {
+    const std::string id = fmt::format("s{}", k++);
+    std::vector<int> ins, outs;
+    std::string label;
+    if (s.group >= 0) {
+      const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
+      label = fmt::format("kernel k{}\\n", s.group);
+      for (int i : grp.nodes)
+        label += graph_.nodes[static_cast<size_t>(i)].op + " ";
+      ins = grp.inputs;
+      outs = grp.outputs;
+    } else {
+      const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
+      label = n.op;
+      ins = n.inputs;
+      outs = n.outputs;
+    }
+    out += fmt::format("  {} [label=\"{}\"{}];\n", id, label,
+                       s.group >= 0 ? ", style=filled, fillcolor=lightblue" : "");
+    for (int v : ins)
+      if (def.count(v)) out += fmt::format("  {} -> {};\n", def[v], id);
+    for (int v : outs)
+      def[v] = id;
+  }
+  return out + "}\n";
+}
+
+void Executable::run_row_program(size_t k, std::vector<Tensor>& vals) const {
+  const cpu::KernelPlan& kp = kernels_[k];
+  const FusionGroup& grp = *kp.group;
+  const int64_t r = kp.rank;
+  // The row space at run time: unknown dims from a full, per-row or per-column input.
+  Shape rows = grp.shape;
+  bool ok = true;
+  for (const cpu::KernelInput& in : kp.inputs) {
+    if (in.kind == cpu::InputKind::immediate || in.kind == cpu::InputKind::scalar) continue;
+    const Tensor& t = vals[static_cast<size_t>(in.value)];
+    for (int64_t d = 0; d < r; ++d) {
+      int64_t have = -1;
+      if (in.kind == cpu::InputKind::full && t.rank() == r) have = t.dim(d);
+      if (in.kind == cpu::InputKind::row && d < r - 1 && t.rank() >= r - 1) have = t.dim(d);
+      if (in.kind == cpu::InputKind::column && d == r - 1 && t.rank() >= 1)
+        have = t.dim(t.rank() - 1);
+      if (have < 0) continue;
+      if (rows[d] < 0) rows[d] = have;
+      ok &= rows[d] == have;
+    }
+  }
+  for (int64_t d = 0; d < r; ++d)
+    ok &= rows[d] >= 0;
+  const int64_t cols = r > 0 ? rows[r - 1] : 1;
+  const int64_t num_rows = cols > 0 ? rows.numel() / cols : 0;
+  if (ok && dynamic_)
+    for (const cpu::KernelInput& in : kp.inputs) {
+      const Tensor& t = vals[static_cast<size_t>(in.value)];
+      if (in.kind == cpu::InputKind::full) ok &= t.shape() == rows;
+      if (in.kind == cpu::InputKind::row) ok &= t.numel() == num_rows;
+      if (in.kind == cpu::InputKind::column) ok &= t.numel() == cols;
+      if (in.kind == cpu::InputKind::scalar) ok &= t.numel() == 1;
+    }
+  if (!ok) {
+    for (int i : grp.nodes)
+      tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
+    return;
+  }
+  std::vector<void*> bufs;
+  std::vector<Tensor> keep;
+  for (const cpu::KernelInput& in : kp.inputs) {
+    if (in.kind == cpu::InputKind::immediate) continue;
+    Tensor t = vals[static_cast<size_t>(in.value)];
+    if (!t.is_contiguous()) t = t.contiguous();
+    bufs.push_back(const_cast<void*>(t.raw_data()));
+    keep.push_back(std::move(t));
+  }
+  for (size_t o = 0; o < grp.outputs.size(); ++o) {
+    const TensorType& type = graph_.types[static_cast<size_t>(grp.outputs[o])];
+    Shape shape = rows;
+    if (!kp.output_full[o]) {  // per row: [R..., 1] or [R...]
+      shape = Shape{};
+      for (int64_t d = 0; d < r - 1; ++d)
+        shape.push_back(rows[d]);
+      if (type.shape.rank() == r) shape.push_back(1);
+    }
+    Tensor t = Tensor::empty(shape, type.dtype);
+    bufs.push_back(const_cast<void*>(t.raw_data()));
+    vals[static_cast<size_t>(grp.outputs[o])] = std::move(t);
+  }
+  const int64_t dims[1] = {cols};
+  const cpu::KernelFn fn = fns_[k];
+  kiln::cpu::parallel_for(
+      num_rows, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)),
+      [&](int64_t b, int64_t e) { fn(bufs.data(), dims, b, e); });
+}
+
+void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
+  const cpu::KernelPlan& kp = kernels_[k];
+  if (kp.row_program) return run_row_program(k, vals);
+  const FusionGroup& grp = *kp.group;
+  const int64_t r = kp.rank;
+  Shape out_shape = grp.shape;
+  bool ok = true;
+  if (dynamic_) {
+    // The iteration space is the broadcast of the inputs; check each input's kind holds.
+    for (int64_t d = 0; d < r; ++d)
+      if (out_shape[d] < 0) out_shape[d] = 1;
+    for (const cpu::KernelInput& in : kp.inputs) {
+      if (in.kind == cpu::InputKind::immediate) continue;
+      const Tensor& t = vals[static_cast<size_t>(in.value)];
+      const int64_t lead = r - t.rank();
+      for (int64_t d = 0; d < t.rank(); ++d) {
+        const int64_t td = t.dim(d);
+        int64_t& od = out_shape[lead + d];
+        if (td == 1) continue;
+        if (od == 1 && grp.shape[lead + d] < 0) od = td;
+        ok &= od == td;
+      }
+    }
+    for (const cpu::KernelInput& in : kp.inputs) {
+      if (in.kind == cpu::InputKind::immediate) continue;
+      const Tensor& t = vals[static_cast<size_t>(in.value)];
+      if (in.kind == cpu::InputKind::full) ok &= t.shape() == out_shape;
+      if (in.kind == cpu::InputKind::scalar) ok &= t.numel() == 1;
+      if (in.kind == cpu::InputKind::broadcast && r > 0 && out_shape[r - 1] != 1) {
+        const int64_t last = t.rank() > 0 ? t.dim(t.rank() - 1) : 1;
+        ok &= (last == 1) == in.last_dim_broadcast;
+      }
+    }
+  }
+  if (!ok) {
+    // A run-time shape the kernel was not specialized for (an unknown dim that is 1 and
+    // broadcasts): the group's nodes run on the eager kernels instead.
+    for (int i : grp.nodes)
+      tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
+    return;
+  }
+  std::vector<void*> bufs;
+  std::vector<int64_t> dims;
+  std::vector<Tensor> keep;
+  if (kp.rows) {
+    dims.push_back(out_shape[r - 1]);
+    for (int64_t d = 0; d < r - 1; ++d)
+      dims.push_back(out_shape[d]);
+  }
+  for (const cpu::KernelInput& in : kp.inputs) {
+    if (in.kind == cpu::InputKind::immediate) continue;
+    Tensor t = vals[static_cast<size_t>(in.value)];
+    if (!t.is_contiguous()) t = t.contiguous();
+    bufs.push_back(const_cast<void*>(t.raw_data()));
+    if (in.kind == cpu::InputKind::broadcast) {
+      // Element strides of the input over the output's outer dims (0 where it broadcasts).
+      const int64_t lead = r - t.rank();
+      std::vector<int64_t> st(static_cast<size_t>(r), 0);
+      int64_t acc = 1;
+      for (int64_t d = r - 1; d >= 0; --d) {
+        const int64_t td = d >= lead ? t.dim(d - lead) : 1;
+        st[static_cast<size_t>(d)] = td == 1 ? 0 : acc;
+        acc *= td;
+      }
+      for (int64_t d = 0; d < r - 1; ++d)
+        dims.push_back(st[static_cast<size_t>(d)]);
+    }
+    keep.push_back(std::move(t));
+  }
+  for (int v : grp.outputs) {
+    Tensor o = Tensor::empty(out_shape, graph_.types[static_cast<size_t>(v)].dtype);
+    bufs.push_back(const_cast<void*>(o.raw_data()));
+    vals[static_cast<size_t>(v)] = std::move(o);
+  }
+  const int64_t numel = out_shape.numel();
+  if (numel == 0) return;
+  const cpu::KernelFn fn = fns_[k];
+  if (!kp.rows) {
+    kiln::cpu::parallel_for(numel, kiln::cpu::kElementwiseGrain,
+                            [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
+  } else {
+    const int64_t cols = out_shape[r - 1];
+    kiln::cpu::parallel_for(numel / cols, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols),
+                            [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
+  }
+}
+
+std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
+  const ir::Graph& g = graph_;
+  KILN_CHECK(inputs.size() == g.params.size(), "function '{}': expects {} tensor inputs, got {}",
+             g.name, g.params.size(), inputs.size());
+  std::vector<Tensor> vals(g.types.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const TensorType& spec = g.types[static_cast<size_t>(g.params[i])];
+    KILN_CHECK(inputs[i].defined() && matches(spec, inputs[i]),
+               "function '{}': input {} is {} but the signature says {}{}", g.name, i,
+               inputs[i].defined() ? inputs[i].type_str() : "undefined", name(spec.dtype),
+               spec.shape.str());
+    vals[static_cast<size_t>(g.params[i])] = inputs[i];
+  }
+  for (const Step& s : plan_.steps) {
+    if (s.group >= 0)
+      run_group(static_cast<size_t>(s.group), vals);
+    else
+      tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
+  }
+  std::vector<Tensor> results;
+  results.reserve(g.results.size());
+  for (int v : g.results)
+    results.push_back(vals[static_cast<size_t>(v)]);
+  return results;
+}
+
+std::shared_ptr<const tracer::CompiledGraph> compile(const ir::Graph& g) {
+  // Identical graphs (same text, same bound variables) share one Executable.
+  std::string key = ir::print(g);
+  for (const ir::VariableSlot& slot : g.variables)
+    key += fmt::format("|{}", static_cast<const void*>(slot.var.get()));
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const Executable>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end())
+      if (auto hit = it->second.lock()) return hit;
+  }
+  auto exe = std::make_shared<const Executable>(g);
+  std::lock_guard<std::mutex> lock(mu);
+  cache[key] = exe;
+  return exe;
+}
+
+KILN_STATIC_INIT {
+  tracer::set_compiler(&compile);
+};
+
+}  // namespace kiln::jit

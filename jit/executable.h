@@ -1,0 +1,52 @@
+#pragma once
+
+// The Executable (DESIGN.md section 2, idea 6): what a compiled concrete function runs. A flat
+// list of steps over one value table per call: generated kernels (a fusion group each, split
+// across threads by parallel_for) and, for everything else, the node's eager kernel or
+// library call (matmul and convolution through oneDNN), variable reads and assigns, random
+// draws with fresh counters, and control flow. Each call owns its value table, so several
+// threads may call one Executable at once.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <kiln/jit/cpu/codegen.h>
+#include <kiln/jit/fusion.h>
+#include <kiln/tracer/function.h>
+
+namespace kiln::jit {
+
+class Executable final : public tracer::CompiledGraph {
+ public:
+  // Optimizes, fuses and compiles `traced`. Under KILN_DUMP=dir it writes the traced and
+  // optimized IR, the fusion groups, the LLVM IR (.ll) and the assembly (.s).
+  explicit Executable(const ir::Graph& traced);
+  Executable(const Executable&) = delete;
+  Executable& operator=(const Executable&) = delete;
+
+  std::vector<Tensor> run(const std::vector<Tensor>& inputs) const override;
+  int64_t kernel_count() const override;
+  std::string optimized_ir() const override;
+  std::string dot() const override;
+
+  const ir::Graph& graph() const { return graph_; }
+  const FusionPlan& plan() const { return plan_; }
+
+ private:
+  void run_group(size_t k, std::vector<Tensor>& vals) const;
+  void run_row_program(size_t k, std::vector<Tensor>& vals) const;
+  std::string kernels_text() const;
+
+  ir::Graph graph_;  // optimized
+  FusionPlan plan_;
+  std::vector<cpu::KernelPlan> kernels_;  // one per fusion group
+  std::vector<cpu::KernelFn> fns_;
+  bool dynamic_ = false;  // some value has an unknown dim: shapes are checked per call
+};
+
+// The tracer's compiler: one Executable per structurally identical graph (same text, same
+// bound variables), shared by every concrete function that traces to it.
+std::shared_ptr<const tracer::CompiledGraph> compile(const ir::Graph& g);
+
+}  // namespace kiln::jit

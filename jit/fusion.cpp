@@ -1,0 +1,272 @@
+#include <kiln/jit/fusion.h>
+
+#include <algorithm>
+#include <queue>
+#include <set>
+
+#include <kiln/core/registry.h>
+
+namespace kiln::jit {
+namespace {
+
+bool has_side_effect(const ir::Node& n) {
+  if (n.op == "read_variable" || n.op == "assign_variable" || n.op == "cond" || n.op == "while")
+    return true;
+  const OpDef* def = registry().find(n.op);
+  return def != nullptr && def->has(kStateful);
+}
+
+}  // namespace
+
+bool is_row_value(const Shape& t, const Shape& rows) {
+  if (t == rows) return true;
+  if (rows.rank() == 0 || t.rank() < rows.rank() - 1 || t.rank() > rows.rank()) return false;
+  for (int64_t d = 0; d < rows.rank() - 1; ++d)
+    if (t[d] != rows[d]) return false;
+  return t.rank() == rows.rank() - 1 || t[rows.rank() - 1] == 1;
+}
+
+bool row_readable(const Shape& t, const Shape& rows) {
+  if (is_row_value(t, rows)) return true;
+  bool ones = true;
+  for (int64_t d : t)
+    ones &= d == 1;
+  if (ones) return true;
+  if (rows.rank() == 0 || t.rank() == 0 || t.rank() > rows.rank()) return false;
+  if (t[t.rank() - 1] != rows[rows.rank() - 1] || rows[rows.rank() - 1] < 0) return false;
+  for (int64_t d = 0; d < t.rank() - 1; ++d)
+    if (t[d] != 1) return false;
+  return true;
+}
+
+FusionPlan plan_fusion(const ir::Graph& g,
+                       const std::function<Fusible(const ir::Graph&, const ir::Node&)>& classify) {
+  const int num_nodes = static_cast<int>(g.nodes.size());
+  std::vector<int> producer(g.types.size(), -1);
+  for (int i = 0; i < num_nodes; ++i)
+    for (int v : g.nodes[static_cast<size_t>(i)].outputs)
+      producer[static_cast<size_t>(v)] = i;
+
+  FusionPlan plan;
+  std::vector<int> group_of(static_cast<size_t>(num_nodes), -1);
+  // The groups each node depends on, directly or through other nodes.
+  std::vector<std::set<int>> deps(static_cast<size_t>(num_nodes));
+  for (int i = 0; i < num_nodes; ++i) {
+    const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+    std::set<int>& d = deps[static_cast<size_t>(i)];
+    for (int v : n.inputs) {
+      const int p = producer[static_cast<size_t>(v)];
+      if (p < 0) continue;
+      d.insert(deps[static_cast<size_t>(p)].begin(), deps[static_cast<size_t>(p)].end());
+      if (group_of[static_cast<size_t>(p)] >= 0) d.insert(group_of[static_cast<size_t>(p)]);
+    }
+    const Fusible kind = n.outputs.size() == 1 ? classify(g, n) : Fusible::no;
+    if (kind == Fusible::no) continue;
+    const Shape& shape = g.types[static_cast<size_t>(n.outputs[0])].shape;
+    // Whether every input of `members` (plus node i) from outside them is readable in a row
+    // program over `rows`.
+    auto readable = [&](const std::vector<int>& members, const Shape& rows) {
+      std::set<int> in(members.begin(), members.end());
+      in.insert(i);
+      for (int m : in)
+        for (int v : g.nodes[static_cast<size_t>(m)].inputs) {
+          const int p = producer[static_cast<size_t>(v)];
+          if ((p < 0 || in.count(p) == 0) &&
+              !row_readable(g.types[static_cast<size_t>(v)].shape, rows))
+            return false;
+        }
+      return true;
+    };
+    auto joins = [&](const FusionGroup& grp) {
+      if (kind == Fusible::row_reduction) {
+        const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
+        return grp.shape == in && (grp.row_program || readable(grp.nodes, in));
+      }
+      if (!grp.row_program) return grp.shape == shape;
+      return is_row_value(shape, grp.shape) && readable(grp.nodes, grp.shape);
+    };
+    int chosen = -1;
+    for (int v : n.inputs) {
+      const int p = producer[static_cast<size_t>(v)];
+      const int cand = p < 0 ? -1 : group_of[static_cast<size_t>(p)];
+      if (cand < 0 || !joins(plan.groups[static_cast<size_t>(cand)])) continue;
+      // Joining must not make a cycle: no other input may come from outside the group
+      // through a path that starts in it.
+      bool ok = true;
+      for (int w : n.inputs) {
+        const int q = producer[static_cast<size_t>(w)];
+        if (q >= 0 && group_of[static_cast<size_t>(q)] != cand &&
+            deps[static_cast<size_t>(q)].count(cand) != 0)
+          ok = false;
+      }
+      if (ok) {
+        chosen = cand;
+        break;
+      }
+    }
+    if (chosen < 0) {
+      chosen = static_cast<int>(plan.groups.size());
+      if (kind == Fusible::row_reduction)
+        plan.groups.push_back(
+            FusionGroup{{}, {}, {}, g.types[static_cast<size_t>(n.inputs[0])].shape, true});
+      else
+        plan.groups.push_back(FusionGroup{{}, {}, {}, shape, false});
+    }
+    FusionGroup& grp = plan.groups[static_cast<size_t>(chosen)];
+    grp.row_program |= kind == Fusible::row_reduction;
+    grp.nodes.push_back(i);
+    group_of[static_cast<size_t>(i)] = chosen;
+  }
+
+  // Merge a group into a consumer group of the same shape where no path between the two runs
+  // through a third item (e.g. `y * y` traced before the chain that consumes it).
+  for (bool changed = true; changed;) {
+    changed = false;
+    const int ng = static_cast<int>(plan.groups.size());
+    auto item = [&](int node) {
+      const int gi = group_of[static_cast<size_t>(node)];
+      return gi >= 0 ? gi : ng + node;
+    };
+    std::vector<std::set<int>> out(static_cast<size_t>(ng + num_nodes));
+    for (int i = 0; i < num_nodes; ++i)
+      for (int v : g.nodes[static_cast<size_t>(i)].inputs) {
+        const int p = producer[static_cast<size_t>(v)];
+        if (p >= 0 && item(p) != item(i)) out[static_cast<size_t>(item(p))].insert(item(i));
+      }
+    auto reaches_around = [&](int from, int to) {
+      std::vector<int> stack;
+      std::vector<bool> seen(out.size(), false);
+      for (int s : out[static_cast<size_t>(from)])
+        if (s != to) stack.push_back(s);
+      while (!stack.empty()) {
+        const int x = stack.back();
+        stack.pop_back();
+        if (x == to) return true;
+        if (seen[static_cast<size_t>(x)]) continue;
+        seen[static_cast<size_t>(x)] = true;
+        for (int s : out[static_cast<size_t>(x)])
+          stack.push_back(s);
+      }
+      return false;
+    };
+    for (int h = 0; h < ng && !changed; ++h) {
+      if (plan.groups[static_cast<size_t>(h)].nodes.empty()) continue;
+      for (int c : out[static_cast<size_t>(h)]) {
+        if (c >= ng) continue;
+        const FusionGroup& hg = plan.groups[static_cast<size_t>(h)];
+        const FusionGroup& cg = plan.groups[static_cast<size_t>(c)];
+        if (hg.shape != cg.shape || reaches_around(h, c)) continue;
+        if (hg.row_program || cg.row_program) {
+          // The union must read everything from outside as a row program can.
+          std::set<int> both(hg.nodes.begin(), hg.nodes.end());
+          both.insert(cg.nodes.begin(), cg.nodes.end());
+          bool ok = true;
+          for (int m : both)
+            for (int v : g.nodes[static_cast<size_t>(m)].inputs) {
+              const int p = producer[static_cast<size_t>(v)];
+              if ((p < 0 || both.count(p) == 0) &&
+                  !row_readable(g.types[static_cast<size_t>(v)].shape, cg.shape))
+                ok = false;
+            }
+          if (!ok) continue;
+        }
+        FusionGroup& into = plan.groups[static_cast<size_t>(c)];
+        into.row_program |= plan.groups[static_cast<size_t>(h)].row_program;
+        for (int i : plan.groups[static_cast<size_t>(h)].nodes) {
+          into.nodes.push_back(i);
+          group_of[static_cast<size_t>(i)] = c;
+        }
+        std::sort(into.nodes.begin(), into.nodes.end());
+        plan.groups[static_cast<size_t>(h)].nodes.clear();
+        changed = true;
+        break;
+      }
+    }
+  }
+  // Drop the groups emptied by merging, renumbering the rest.
+  {
+    std::vector<int> renumber(plan.groups.size(), -1);
+    std::vector<FusionGroup> kept;
+    for (size_t gi = 0; gi < plan.groups.size(); ++gi)
+      if (!plan.groups[gi].nodes.empty()) {
+        renumber[gi] = static_cast<int>(kept.size());
+        kept.push_back(std::move(plan.groups[gi]));
+      }
+    plan.groups = std::move(kept);
+    for (int& gi : group_of)
+      if (gi >= 0) gi = renumber[static_cast<size_t>(gi)];
+  }
+
+  // Inputs and outputs of each group.
+  std::vector<bool> is_result(g.types.size(), false);
+  for (int v : g.results)
+    is_result[static_cast<size_t>(v)] = true;
+  std::vector<std::vector<int>> users(g.types.size());
+  for (int i = 0; i < num_nodes; ++i)
+    for (int v : g.nodes[static_cast<size_t>(i)].inputs)
+      users[static_cast<size_t>(v)].push_back(i);
+  for (size_t gi = 0; gi < plan.groups.size(); ++gi) {
+    FusionGroup& grp = plan.groups[gi];
+    for (int i : grp.nodes) {
+      const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+      for (int v : n.inputs) {
+        const int p = producer[static_cast<size_t>(v)];
+        const bool inside = p >= 0 && group_of[static_cast<size_t>(p)] == static_cast<int>(gi);
+        if (!inside && std::find(grp.inputs.begin(), grp.inputs.end(), v) == grp.inputs.end())
+          grp.inputs.push_back(v);
+      }
+      const int out = n.outputs[0];
+      bool escapes = is_result[static_cast<size_t>(out)];
+      for (int u : users[static_cast<size_t>(out)])
+        escapes |= group_of[static_cast<size_t>(u)] != static_cast<int>(gi);
+      if (escapes) grp.outputs.push_back(out);
+    }
+  }
+
+  // The schedule: items are groups and unfused nodes; Kahn's algorithm, earliest original
+  // node first, with side-effecting nodes chained in program order.
+  const int num_groups = static_cast<int>(plan.groups.size());
+  auto item_of = [&](int node) {
+    const int gi = group_of[static_cast<size_t>(node)];
+    return gi >= 0 ? gi : num_groups + node;
+  };
+  const int num_items = num_groups + num_nodes;
+  std::vector<std::set<int>> succ(static_cast<size_t>(num_items));
+  std::vector<int> indegree(static_cast<size_t>(num_items), 0);
+  std::vector<int> first(static_cast<size_t>(num_items), -1);
+  auto edge = [&](int a, int b) {
+    if (a != b && succ[static_cast<size_t>(a)].insert(b).second) ++indegree[static_cast<size_t>(b)];
+  };
+  int last_effect = -1;
+  for (int i = 0; i < num_nodes; ++i) {
+    const int it = item_of(i);
+    if (first[static_cast<size_t>(it)] < 0) first[static_cast<size_t>(it)] = i;
+    for (int v : g.nodes[static_cast<size_t>(i)].inputs) {
+      const int p = producer[static_cast<size_t>(v)];
+      if (p >= 0) edge(item_of(p), it);
+    }
+    if (has_side_effect(g.nodes[static_cast<size_t>(i)])) {
+      if (last_effect >= 0) edge(item_of(last_effect), it);
+      last_effect = i;
+    }
+  }
+  using Entry = std::pair<int, int>;  // (first node, item)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<>> ready;
+  for (int it = 0; it < num_items; ++it)
+    if (first[static_cast<size_t>(it)] >= 0 && indegree[static_cast<size_t>(it)] == 0)
+      ready.push({first[static_cast<size_t>(it)], it});
+  while (!ready.empty()) {
+    const int it = ready.top().second;
+    ready.pop();
+    plan.steps.push_back(it < num_groups ? Step{it, -1} : Step{-1, it - num_groups});
+    for (int s : succ[static_cast<size_t>(it)])
+      if (--indegree[static_cast<size_t>(s)] == 0) ready.push({first[static_cast<size_t>(s)], s});
+  }
+  KILN_ASSERT(plan.steps.size() ==
+                  static_cast<size_t>(num_groups) +
+                      static_cast<size_t>(std::count(group_of.begin(), group_of.end(), -1)),
+              "fusion: the schedule of '{}' has a cycle", g.name);
+  return plan;
+}
+
+}  // namespace kiln::jit

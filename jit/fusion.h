@@ -1,0 +1,53 @@
+#pragma once
+
+// Fusion: partitions a graph's nodes into kernels (DESIGN.md section 2, idea 6; XLA's
+// instruction fusion is the model). A fusion group is a connected set of elementwise nodes
+// with one output shape, the group's iteration space; the values it reads from outside may
+// broadcast into that space. A node joins the group of one of its producers unless that
+// would make a cycle (another input of the node depends on the group). The schedule then
+// orders groups and the remaining nodes topologically, keeping side effects (variable reads
+// and assigns, random draws, control flow) in program order.
+
+#include <functional>
+#include <vector>
+
+#include <kiln/tracer/graph.h>
+
+namespace kiln::jit {
+
+struct FusionGroup {
+  std::vector<int> nodes;    // indices into Graph::nodes, in program order
+  std::vector<int> inputs;   // values read from outside the group, in first-use order
+  std::vector<int> outputs;  // values the group writes: used outside it, or results
+  Shape shape;               // the iteration space: every member's output shape, or the rows
+  // A row program: reductions over the last axis of `shape` with their elementwise producers
+  // and consumers (softmax, layer norm). Members are full ([R..., C]) or per row ([R..., 1]
+  // or [R...]); per row, the kernel runs one loop per reduction and one for the outputs.
+  bool row_program = false;
+};
+
+// What the code generator can do with a node.
+enum class Fusible { no, elementwise, row_reduction };
+
+// One step of the schedule: a fusion group, or a node run by itself.
+struct Step {
+  int group = -1;
+  int node = -1;
+};
+
+struct FusionPlan {
+  std::vector<FusionGroup> groups;
+  std::vector<Step> steps;
+};
+
+// `classify` says what the kernel emitter supports for a node.
+FusionPlan plan_fusion(const ir::Graph& g,
+                       const std::function<Fusible(const ir::Graph&, const ir::Node&)>& classify);
+
+// Row programs: the per-row shape of a row space [R..., C] (with or without the kept 1), and
+// whether an outside value of shape t can be read there: full, per row, per column
+// ([C] or [1..., C]) or one element.
+bool is_row_value(const Shape& t, const Shape& rows);
+bool row_readable(const Shape& t, const Shape& rows);
+
+}  // namespace kiln::jit

@@ -1,0 +1,224 @@
+// The JIT: fused kernels against the interpreter (the reference), kernel counts, the
+// polynomial math against libm, threads, dynamic dims, broadcasting and KILN_DUMP.
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+#include "corpus.h"
+
+using namespace kiln;
+using kiln::testing::check_close;
+using kiln::testing::rnd;
+
+namespace {
+
+const FunctionOptions kInterpreted{.name = "ref", .jit_compile = false};
+
+// Max relative error of an f32 unary function compiled by the JIT against libm in f64, over
+// n points evenly spaced in [lo, hi].
+double max_rel_error(Tensor (*op)(const Tensor&), double (*ref)(double), double lo, double hi,
+                     int64_t n = 200001) {
+  std::vector<float> xs(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    xs[static_cast<size_t>(i)] =
+        static_cast<float>(lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(n - 1));
+  auto f = kiln::function([op](const Tensor& x) { return op(x); });
+  const Tensor x = from_vector(xs, {n});
+  REQUIRE(f.get_concrete_function(x).compiled());
+  const std::vector<float> got = f(x).to_vector<float>();
+  double worst = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double want = ref(static_cast<double>(xs[i]));
+    worst = std::max(
+        worst, std::abs(static_cast<double>(got[i]) - want) / std::max(std::abs(want), 1e-30));
+  }
+  return worst;
+}
+
+double sigmoid_ref(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
+
+}  // namespace
+
+TEST_CASE("jit: the tracer corpus compiled matches the interpreter") {
+  for (const auto& c : kiln::testing::corpus()) {
+    INFO(c.name);
+    const Tensor x = rnd(c.x, 1), y = rnd(c.y, 2);
+    auto compiled = kiln::function(c.fn);
+    auto interpreted = kiln::function(c.fn, kInterpreted);
+    const Tensor got = compiled(x, y), want = interpreted(x, y);
+    REQUIRE(got.dtype() == want.dtype());
+    if (is_floating(got.dtype()))
+      check_close(got, want, 1e-5, 1e-6);
+    else
+      check_close(got, want, 0, 0);  // integer and bool results are exact
+  }
+}
+
+TEST_CASE("jit: an elementwise chain is one kernel") {
+  auto chain = kiln::function(
+      [](const Tensor& x, const Tensor& y) { return sigmoid(x * y + 0.5f) * x - y * y; });
+  const Tensor x = rnd({1000}, 3), y = rnd({1000}, 4);
+  const ConcreteFunction cf = chain.get_concrete_function(x, y);
+  CHECK(cf.compiled());
+  CHECK(cf.kernel_count() == 1);
+  CHECK(cf.ir(IRStage::optimized).find("kernel k0") != std::string::npos);
+  CHECK(cf.dot().find("digraph") == 0);
+  auto ref = kiln::function(
+      [](const Tensor& x, const Tensor& y) { return sigmoid(x * y + 0.5f) * x - y * y; },
+      kInterpreted);
+  check_close(chain(x, y), ref(x, y), 1e-6, 1e-7);
+  // Six elementwise ops with a broadcast row and column: still one kernel.
+  auto bcast = kiln::function([](const Tensor& x, const Tensor& row, const Tensor& col) {
+    return tanh(exp(x * row) - col) / (abs(x) + 1.f);
+  });
+  const Tensor m = rnd({37, 29}, 5), r = rnd({29}, 6), c = rnd({37, 1}, 7);
+  CHECK(bcast.get_concrete_function(m, r, c).kernel_count() == 1);
+  auto bref =
+      kiln::function([](const Tensor& x, const Tensor& row,
+                        const Tensor& col) { return tanh(exp(x * row) - col) / (abs(x) + 1.f); },
+                     kInterpreted);
+  check_close(bcast(m, r, c), bref(m, r, c), 1e-5, 1e-6);
+}
+
+TEST_CASE("jit: polynomial exp, log, tanh and sigmoid against libm") {
+  auto report = [](const char* name, double err) {
+    INFO(name << ": max relative error " << err);
+    CHECK(err <= 2e-7);
+  };
+  report("exp", max_rel_error(
+                    kiln::exp, [](double x) { return std::exp(x); }, -87, 88));
+  report("log", max_rel_error(
+                    kiln::log, [](double x) { return std::log(x); }, 1e-30, 1e30));
+  report("log near 1", max_rel_error(
+                           kiln::log, [](double x) { return std::log(x); }, 0.5, 2));
+  report("tanh", max_rel_error(
+                     kiln::tanh, [](double x) { return std::tanh(x); }, -9, 9));
+  report("sigmoid", max_rel_error(kiln::sigmoid, sigmoid_ref, -80, 16));
+  // Special values follow libm.
+  auto f = kiln::function([](const Tensor& x) {
+    return std::vector<Tensor>{exp(x), log(x), tanh(x), sigmoid(x)};
+  });
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> in = {0.f, -0.f, 1.f, -1.f, inf, -inf, nan, 100.f, -200.f};
+  const auto out = f(from_vector(in, {9}));
+  for (size_t k = 0; k < out.size(); ++k) {
+    const std::vector<float> got = out[k].to_vector<float>();
+    for (size_t i = 0; i < in.size(); ++i) {
+      const float x = in[i];
+      const float want = k == 0   ? std::exp(x)
+                         : k == 1 ? std::log(x)
+                         : k == 2 ? std::tanh(x)
+                                  : static_cast<float>(sigmoid_ref(x));
+      INFO("function " << k << " at " << x << ": got " << got[i] << ", want " << want);
+      if (std::isnan(want))
+        CHECK(std::isnan(got[i]));
+      else if (std::isinf(want) || want == 0)
+        CHECK(got[i] == want);
+      else
+        CHECK(std::abs(got[i] - want) <= 2e-7 * std::abs(want));
+    }
+  }
+}
+
+TEST_CASE("jit: four threads call one compiled function at once") {
+  auto f = kiln::function([](const Tensor& x) { return tanh(x) * 2.f + x * x; });
+  std::vector<Tensor> xs, want;
+  for (uint32_t t = 0; t < 4; ++t) {
+    xs.push_back(rnd({513}, 10 + t));
+    want.push_back(tanh(xs.back()) * 2.f + xs.back() * xs.back());
+  }
+  f(xs[0]);  // compile first, so the threads race on calls, not on the compile
+  std::vector<std::thread> threads;
+  std::vector<int> bad(4, 0);
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 200; ++i) {
+        const std::vector<float> got = f(xs[static_cast<size_t>(t)]).to_vector<float>();
+        const std::vector<float> ref = want[static_cast<size_t>(t)].to_vector<float>();
+        for (size_t k = 0; k < got.size(); ++k)
+          if (std::abs(got[k] - ref[k]) > 1e-5f * (1.f + std::abs(ref[k])))
+            ++bad[static_cast<size_t>(t)];
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  CHECK(bad == std::vector<int>(4, 0));
+  CHECK(f.tracing_count() == 1);
+}
+
+TEST_CASE("jit: one compiled function serves batch sizes 1, 7, 128 and 1000") {
+  auto f = kiln::function([](const Tensor& x, const Tensor& b) { return sigmoid(x * 2.f + b) - x; },
+                          std::vector<TensorSpec>{TensorSpec({-1, 33}), TensorSpec({33})});
+  auto ref = kiln::function(
+      [](const Tensor& x, const Tensor& b) { return sigmoid(x * 2.f + b) - x; }, kInterpreted);
+  const Tensor b = rnd({33}, 20);
+  for (int64_t batch : {1, 7, 128, 1000}) {
+    INFO("batch " << batch);
+    const Tensor x = rnd({batch, 33}, static_cast<uint32_t>(batch));
+    check_close(f(x, b), ref(x, b), 1e-5, 1e-7);
+  }
+  CHECK(f.tracing_count() == 1);
+  CHECK(f.get_concrete_function(rnd({5, 33}, 1), b).kernel_count() == 1);
+}
+
+TEST_CASE("jit: KILN_DUMP writes the IR, the fusion groups, LLVM IR and assembly") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_dump_{}", ::getpid());
+  fs::remove_all(dir);
+  ::setenv("KILN_DUMP", dir.c_str(), 1);
+  auto f = kiln::function([](const Tensor& x) { return exp(x) + 1.f; }, {.name = "dumped"});
+  f(rnd({64}, 1));
+  ::unsetenv("KILN_DUMP");
+  for (const char* suffix : {"traced.ir", "optimized.ir", "fusion.txt", "ll", "s"}) {
+    INFO(suffix);
+    CHECK(fs::exists(dir / (std::string("dumped.") + suffix)));
+  }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("jit: softmax and layer norm are one row program each") {
+  auto layer_norm = [](const Tensor& x) {
+    Tensor mu = mean(x, {-1}, true);
+    Tensor xc = x - mu;
+    return xc * rsqrt(mean(xc * xc, {-1}, true) + 1e-5f);
+  };
+  auto sm = kiln::function([](const Tensor& x) { return softmax(x, -1); });
+  auto ln = kiln::function(layer_norm);
+  auto lsm = kiln::function([](const Tensor& x) { return log_softmax(x, -1); });
+  auto sm_ref = kiln::function([](const Tensor& x) { return softmax(x, -1); }, kInterpreted);
+  auto ln_ref = kiln::function(layer_norm, kInterpreted);
+  auto lsm_ref = kiln::function([](const Tensor& x) { return log_softmax(x, -1); }, kInterpreted);
+  for (const Shape& s : {Shape{37, 101}, Shape{1, 1}, Shape{3, 4, 17}, Shape{64}}) {
+    INFO(s.str());
+    const Tensor x = rnd(s, 9, -5, 5);
+    CHECK(sm.get_concrete_function(x).kernel_count() <= 2);
+    CHECK(ln.get_concrete_function(x).kernel_count() <= 2);
+    check_close(sm(x), sm_ref(x), 1e-5, 1e-7);
+    check_close(ln(x), ln_ref(x), 1e-5, 1e-6);
+    check_close(lsm(x), lsm_ref(x), 1e-5, 1e-6);
+  }
+  CHECK(sm.get_concrete_function(rnd({8, 16}, 1)).kernel_count() == 1);
+  CHECK(ln.get_concrete_function(rnd({8, 16}, 1)).kernel_count() == 1);
+  // A row holding inf or NaN: max and the sums propagate them as the eager kernels do.
+  const float inf = std::numeric_limits<float>::infinity();
+  const Tensor special =
+      from_vector(std::vector<float>{1.f, inf, 2.f, 3.f, NAN, 0.f, -1.f, 2.f}, {2, 4});
+  auto mx = kiln::function([](const Tensor& x) { return max(x, {-1}, true) + sum(x, {-1}, true); });
+  auto mx_ref = kiln::function(
+      [](const Tensor& x) { return max(x, {-1}, true) + sum(x, {-1}, true); }, kInterpreted);
+  const std::vector<float> got = mx(special).to_vector<float>();
+  const std::vector<float> want = mx_ref(special).to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i)
+    CHECK((got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i]))));
+  // A dynamic batch of rows.
+  auto dyn = kiln::function([](const Tensor& x) { return softmax(x, -1); },
+                            std::vector<TensorSpec>{TensorSpec({-1, 10})});
+  for (int64_t b : {1, 7, 128}) {
+    const Tensor x = rnd({b, 10}, static_cast<uint32_t>(b));
+    check_close(dyn(x), sm_ref(x), 1e-5, 1e-7);
+  }
+}
