@@ -50,6 +50,26 @@ std::vector<TensorType> infer_matmul(const OpDef&, std::span<const TensorType> i
   return {TensorType{a.dtype, out}};
 }
 
+// matmul_bias_act(a, b, bias) {act}: the JIT's fusion of matmul, a bias add and an optional
+// relu into one library call (oneDNN post-ops). a [M,K], b [K,N], bias [N]; f32.
+std::vector<TensorType> infer_matmul_bias_act(const OpDef& op, std::span<const TensorType> in,
+                                              const Attrs& attrs) {
+  const TensorType& a = in[0];
+  const TensorType& b = in[1];
+  const TensorType& bias = in[2];
+  KILN_CHECK(a.shape.rank() == 2 && b.shape.rank() == 2 && a.dtype == DType::f32 &&
+                 b.dtype == DType::f32 && bias.dtype == DType::f32,
+             "matmul_bias_act: needs f32 matrices: a {}, b {}, bias {}", tstr(a), tstr(b),
+             tstr(bias));
+  const std::string& act = attrs.str("act");
+  KILN_CHECK(act == "none" || act == "relu", "matmul_bias_act: unknown activation '{}'", act);
+  std::vector<TensorType> out = infer_matmul(op, in.subspan(0, 2), attrs);
+  const int64_t n = out[0].shape[1];
+  KILN_CHECK(bias.shape.rank() == 1 && (bias.shape[0] == n || bias.shape[0] < 0 || n < 0),
+             "matmul_bias_act: bias {} does not match the product {}", tstr(bias), tstr(out[0]));
+  return out;
+}
+
 // ---- windows (conv and pooling) ----------------------------------------------------------
 std::vector<TensorType> infer_conv2d(const OpDef&, std::span<const TensorType> in, const Attrs& a) {
   const TensorType& x = in[0];
@@ -106,6 +126,14 @@ KILN_STATIC_INIT {
       .set_flags(kContraction)
       .set_infer(infer_matmul)
       .set_doc("Batched matrix product with NumPy semantics (1-D operands, broadcast batch dims).");
+  registry()
+      .mutable_op("matmul_bias_act")
+      .set_num_inputs(3)
+      .set_flags(kContraction | kNotDifferentiable)
+      .set_infer(infer_matmul_bias_act)
+      .set_doc(
+          "act(a x b + bias) in one oneDNN call (attr act: none or relu); made by the JIT "
+          "from matmul, add and relu, after differentiation.");
   registry()
       .mutable_op("conv2d")
       .set_num_inputs(2)

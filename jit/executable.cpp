@@ -56,6 +56,7 @@ bool runs_a_kernel(const ir::Node& n) {
 }  // namespace
 
 Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
+  matmul_epilogue().run(graph_);
   for (const TensorType& t : graph_.types)
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);

@@ -46,4 +46,7 @@ Pass algebraic_simplify();  // identities that are exact in floating point
 Pass cse();                 // common subexpressions -> one node
 Pass dce();                 // nodes whose outputs nobody uses and that have no side effects
 
+// Lowering passes, run once after simplification on what the JIT compiles.
+Pass matmul_epilogue();  // relu(matmul(a, b) + bias) -> matmul_bias_act (oneDNN post-ops)
+
 }  // namespace kiln::jit

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <kiln/jit/lowering.h>
+
 #include "corpus.h"
 
 using namespace kiln;
@@ -221,4 +223,38 @@ TEST_CASE("jit: softmax and layer norm are one row program each") {
     const Tensor x = rnd({b, 10}, static_cast<uint32_t>(b));
     check_close(dyn(x), sm_ref(x), 1e-5, 1e-7);
   }
+}
+
+TEST_CASE("jit: every primitive has a lowering or a documented library call") {
+  for (const OpDef* op : registry().all()) {
+    INFO(op->name());
+    const jit::Lowering* l = jit::lowering_of(*op);
+    REQUIRE(l != nullptr);
+    CHECK(std::string(l->how).size() > 5);
+  }
+}
+
+TEST_CASE("jit: matmul + bias + relu is one library call") {
+  auto dense = [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    return relu(matmul(x, w) + b);
+  };
+  auto f = kiln::function(dense);
+  auto ref = kiln::function(dense, kInterpreted);
+  const Tensor x = rnd({33, 20}, 1), w = rnd({20, 7}, 2), b = rnd({7}, 3);
+  const ConcreteFunction cf = f.get_concrete_function(x, w, b);
+  CHECK(cf.kernel_count() == 1);
+  CHECK(cf.ir(IRStage::optimized).find("matmul_bias_act") != std::string::npos);
+  check_close(f(x, w, b), ref(x, w, b), 1e-5, 1e-6);
+  // Without the relu, and with the bias on the left.
+  auto g = kiln::function(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return b + matmul(x, w); });
+  CHECK(g.get_concrete_function(x, w, b).kernel_count() == 1);
+  check_close(g(x, w, b), matmul(x, w) + b, 1e-5, 1e-6);
+  // The product used elsewhere too: no fusion, same values.
+  auto h = kiln::function([](const Tensor& x, const Tensor& w, const Tensor& b) {
+    Tensor p = matmul(x, w);
+    return std::vector<Tensor>{relu(p + b), p};
+  });
+  const auto out = h(x, w, b);
+  check_close(out[0], relu(matmul(x, w) + b), 1e-5, 1e-6);
 }

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <unordered_map>
 
 #include <kiln/backends/cpu/kernel_util.h>
 #include <kiln/backends/cpu/onednn.h>
@@ -141,9 +142,10 @@ void matmul_loops(const Mat3& a, Mat3 b, T* out, int64_t B, int64_t M, int64_t K
 }
 
 // ---- oneDNN ------------------------------------------------------------------------------
-// Runs out = a x b through oneDNN; false when oneDNN refuses the layout.
+// Runs out = a x b through oneDNN, plus bias (a [N] vector) and a relu post-op when asked;
+// false when oneDNN refuses the layout.
 bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t M, int64_t K,
-                   int64_t N) {
+                   int64_t N, const float* bias = nullptr, bool relu = false) {
   using dims = dnnl::memory::dims;
   using dt = dnnl::memory::data_type;
   dims ad, as, bd, bs, od, os;
@@ -167,14 +169,28 @@ bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t 
     od = {B, M, N};
     os = {M * N, N, 1};
   }
+  dims biasd(od.size(), 1);
+  biasd.back() = N;
   const std::string key = "matmul:f32:" + dims_key(ad) + "/" + dims_key(as) + ":" + dims_key(bd) +
-                          "/" + dims_key(bs) + ":" + dims_key(od);
+                          "/" + dims_key(bs) + ":" + dims_key(od) + (bias ? ":bias" : "") +
+                          (relu ? ":relu" : "");
   auto entry = onednn_cached(key, [&] {
     dnnl::memory::desc amd(ad, dt::f32, as), bmd(bd, dt::f32, bs), omd(od, dt::f32, os);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(amd, bmd, omd), onednn_engine());
+    dnnl::memory::desc biasmd;  // [1, N] or [1, 1, N], dense
+    if (bias)
+      biasmd = dnnl::memory::desc(biasd, dt::f32, biasd.size() == 2 ? dims{N, 1} : dims{N, N, 1});
+    dnnl::primitive_attr attr;
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    dnnl::matmul::desc md =
+        bias ? dnnl::matmul::desc(amd, bmd, biasmd, omd) : dnnl::matmul::desc(amd, bmd, omd);
+    dnnl::matmul::primitive_desc pd(md, attr, onednn_engine());
     OneDnnEntry e;
     e.prims.push_back(dnnl::matmul(pd));
-    e.descs = {amd, bmd, omd};
+    e.descs = {amd, bmd, omd, biasmd};
     return e;
   });
   if (!entry->ok) return false;
@@ -183,7 +199,11 @@ bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t 
   dnnl::memory bm(entry->descs[1], eng, const_cast<char*>(b.base()));
   dnnl::memory om(entry->descs[2], eng, out);
   auto& s = onednn_stream();
-  entry->prims[0].execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, om}});
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, om}};
+  if (bias)
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry->descs[3], eng, const_cast<float*>(bias)));
+  entry->prims[0].execute(s, args);
   s.wait();
   return true;
 }
@@ -219,10 +239,43 @@ std::vector<Tensor> matmul_kernel(std::span<const Tensor> in, const Attrs&,
   return {out};
 }
 
+// act(a x b + bias) for f32 matrices: one oneDNN call with a bias and a relu post-op, or
+// the loops followed by the epilogue where oneDNN refuses the layout.
+std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Attrs& attrs,
+                                           std::span<const TensorType> out_types) {
+  const Tensor& a = in[0];
+  const Tensor& b = in[1];
+  const Tensor bias = in[2].is_contiguous() ? in[2] : dense(in[2]);
+  const bool relu = attrs.str("act") == "relu";
+  const int64_t M = a.dim(0), K = a.dim(1), N = b.dim(1);
+  KILN_CHECK(bias.numel() == N, "matmul_bias_act: bias {} does not match the product [{}, {}]",
+             bias.type_str(), M, N);
+  Tensor out = alloc(out_types[0]);
+  if (out.numel() == 0) return {out};
+  float* o = out.mutable_data<float>();
+  const Mat3 ma = to_mat3(a, Shape{}), mb = to_mat3(b, Shape{});
+  if (K > 0 && matmul_onednn(ma, mb, o, 1, M, K, N, bias.data<float>(), relu)) return {out};
+  if (K == 0)
+    std::memset(o, 0, static_cast<size_t>(out.numel()) * sizeof(float));
+  else
+    matmul_loops<float>(ma, mb, o, 1, M, K, N);
+  const float* pb = bias.data<float>();
+  parallel_for(M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r)
+                   for (int64_t j = 0; j < N; ++j) {
+                     const float v = o[r * N + j] + pb[j];
+                     o[r * N + j] = relu ? (v > 0.f ? v : 0.f) : v;
+                   }
+               });
+  return {out};
+}
+
 }  // namespace
 
 KILN_STATIC_INIT {
   register_cpu_kernel("matmul", matmul_kernel);
+  register_cpu_kernel("matmul_bias_act", matmul_bias_act_kernel);
 };
 
 }  // namespace kiln::cpu

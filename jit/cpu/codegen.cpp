@@ -284,6 +284,13 @@ bool is_row_reduction(const ir::Graph& g, const ir::Node& n) {
 }
 }  // namespace
 
+std::vector<std::string> emitted_ops() {
+  std::vector<std::string> out;
+  for (const auto& [name, kind] : supported_ops())
+    out.push_back(name);
+  return out;
+}
+
 Fusible classify(const ir::Graph& g, const ir::Node& n) {
   if (can_lower(g, n)) return Fusible::elementwise;
   if (is_row_reduction(g, n)) return Fusible::row_reduction;

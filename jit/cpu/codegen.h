@@ -49,6 +49,9 @@ struct KernelPlan {
   std::vector<bool> output_full;  // row programs: per output, full (else one per row)
 };
 
+// The ops the elemental emitter has code for (for some dtypes: see classify).
+std::vector<std::string> emitted_ops();
+
 // What the emitter supports for node n (its op, dtypes and, for reductions, axes).
 Fusible classify(const ir::Graph& g, const ir::Node& n);
 // Classifies a group's inputs against its iteration space.
