@@ -62,6 +62,21 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   plan_ = plan_fusion(graph_, cpu::classify);
   for (size_t k = 0; k < plan_.groups.size(); ++k)
     kernels_.push_back(cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k)));
+  // The last step that reads each value (results are never released).
+  std::vector<int> last_use(graph_.types.size(), -1);
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& st = plan_.steps[k];
+    const std::vector<int>& ins = st.group >= 0 ? plan_.groups[static_cast<size_t>(st.group)].inputs
+                                                : graph_.nodes[static_cast<size_t>(st.node)].inputs;
+    for (int v : ins)
+      last_use[static_cast<size_t>(v)] = static_cast<int>(k);
+  }
+  for (int v : graph_.results)
+    last_use[static_cast<size_t>(v)] = -1;
+  release_after_.resize(plan_.steps.size());
+  for (size_t v = 0; v < last_use.size(); ++v)
+    if (last_use[v] >= 0)
+      release_after_[static_cast<size_t>(last_use[v])].push_back(static_cast<int>(v));
   const char* dir = std::getenv("KILN_DUMP");
   const bool want_text = dir != nullptr && *dir != '\0';
   cpu::CompiledKernels compiled = cpu::compile_kernels(graph_, kernels_, want_text);
@@ -317,11 +332,14 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
                spec.shape.str());
     vals[static_cast<size_t>(g.params[i])] = inputs[i];
   }
-  for (const Step& s : plan_.steps) {
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& s = plan_.steps[k];
     if (s.group >= 0)
       run_group(static_cast<size_t>(s.group), vals);
     else
       tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
+    for (int v : release_after_[k])
+      vals[static_cast<size_t>(v)] = Tensor();
   }
   std::vector<Tensor> results;
   results.reserve(g.results.size());

@@ -43,6 +43,9 @@ class Executable final : public tracer::CompiledGraph {
   std::vector<cpu::KernelPlan> kernels_;  // one per fusion group
   std::vector<cpu::KernelFn> fns_;
   bool dynamic_ = false;  // some value has an unknown dim: shapes are checked per call
+  // Liveness: after step k, the values whose last use was step k are released, so their
+  // blocks return to the caching allocator and the following outputs reuse them.
+  std::vector<std::vector<int>> release_after_;
 };
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same

@@ -258,3 +258,33 @@ TEST_CASE("jit: matmul + bias + relu is one library call") {
   const auto out = h(x, w, b);
   check_close(out[0], relu(matmul(x, w) + b), 1e-5, 1e-6);
 }
+
+TEST_CASE("jit: a compiled train step peaks at no more memory than the eager step") {
+  random::seed(3);
+  Variable w1(random::normal({256, 128}, 0, 0.05), "w1"), b1(zeros({128}), "b1");
+  Variable w2(random::normal({128, 10}, 0, 0.1), "w2"), b2(zeros({10}), "b2");
+  const std::vector<Variable> params = {w1, b1, w2, b2};
+  const Tensor x = random::uniform({512, 256});
+  const Tensor labels = random::randint({512}, 0, 10, i32);
+  auto step = [&](const Tensor& xb, const Tensor& yb) {
+    GradientTape tape;
+    Tensor h = relu(matmul(xb, w1) + b1);
+    Tensor loss = mean(sparse_softmax_cross_entropy_with_logits(yb, matmul(h, w2) + b2));
+    std::vector<Tensor> g = tape.gradient(loss, params);
+    for (size_t i = 0; i < params.size(); ++i)
+      params[i].assign_sub(g[i] * 0.01f);
+    return loss;
+  };
+  auto peak_of = [&](const std::function<void()>& fn) {
+    fn();  // warm up: compile, fill the allocator's cache
+    const int64_t before = memory::cpu_stats().live_bytes;
+    memory::reset_peak();
+    fn();
+    return memory::cpu_stats().peak_bytes - before;
+  };
+  auto compiled = kiln::function(step);
+  const int64_t eager_peak = peak_of([&] { step(x, labels); });
+  const int64_t compiled_peak = peak_of([&] { compiled(x, labels); });
+  INFO("eager " << eager_peak << " bytes, compiled " << compiled_peak << " bytes");
+  CHECK(compiled_peak <= eager_peak);
+}
