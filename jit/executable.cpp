@@ -104,9 +104,10 @@ std::string Executable::kernels_text() const {
       const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
       const cpu::KernelPlan& kp = kernels_[static_cast<size_t>(s.group)];
       out += fmt::format("  kernel k{} {} over {}:", s.group,
-                         kp.row_program ? "row program"
-                         : kp.rows      ? "rows"
-                                        : "elements",
+                         kp.row_program      ? "row program"
+                         : kp.column_program ? "column program"
+                         : kp.rows           ? "rows"
+                                             : "elements",
                          grp.shape.str());
       for (int i : grp.nodes)
         out += " " + graph_.nodes[static_cast<size_t>(i)].op;
@@ -165,7 +166,7 @@ std::string Executable::dot() const {
   return out + "}\n";
 }
 
-void Executable::run_row_program(size_t k, std::vector<Tensor>& vals) const {
+void Executable::run_program(size_t k, std::vector<Tensor>& vals) const {
   const cpu::KernelPlan& kp = kernels_[k];
   const FusionGroup& grp = *kp.group;
   const int64_t r = kp.rank;
@@ -215,18 +216,30 @@ void Executable::run_row_program(size_t k, std::vector<Tensor>& vals) const {
   for (size_t o = 0; o < grp.outputs.size(); ++o) {
     const TensorType& type = graph_.types[static_cast<size_t>(grp.outputs[o])];
     Shape shape = rows;
-    if (!kp.output_full[o]) {  // per row: [R..., 1] or [R...]
+    if (!kp.output_full[o] && kp.row_program) {  // per row: [R..., 1] or [R...]
       shape = Shape{};
       for (int64_t d = 0; d < r - 1; ++d)
         shape.push_back(rows[d]);
       if (type.shape.rank() == r) shape.push_back(1);
+    } else if (!kp.output_full[o]) {  // per column: [1..., C] or [C]
+      shape = Shape{};
+      for (int64_t d = 0; d + 1 < type.shape.rank(); ++d)
+        shape.push_back(1);
+      shape.push_back(cols);
     }
     Tensor t = Tensor::empty(shape, type.dtype);
     bufs.push_back(const_cast<void*>(t.raw_data()));
     vals[static_cast<size_t>(grp.outputs[o])] = std::move(t);
   }
-  const int64_t dims[1] = {cols};
   const cpu::KernelFn fn = fns_[k];
+  if (kp.column_program) {
+    const int64_t dims[2] = {cols, num_rows};
+    kiln::cpu::parallel_for(
+        cols, std::max<int64_t>(8, kiln::cpu::kElementwiseGrain / std::max<int64_t>(num_rows, 1)),
+        [&](int64_t b, int64_t e) { fn(bufs.data(), dims, b, e); });
+    return;
+  }
+  const int64_t dims[1] = {cols};
   kiln::cpu::parallel_for(
       num_rows, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)),
       [&](int64_t b, int64_t e) { fn(bufs.data(), dims, b, e); });
@@ -234,7 +247,7 @@ void Executable::run_row_program(size_t k, std::vector<Tensor>& vals) const {
 
 void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
   const cpu::KernelPlan& kp = kernels_[k];
-  if (kp.row_program) return run_row_program(k, vals);
+  if (kp.row_program || kp.column_program) return run_program(k, vals);
   const FusionGroup& grp = *kp.group;
   const int64_t r = kp.rank;
   Shape out_shape = grp.shape;

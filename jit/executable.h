@@ -35,7 +35,7 @@ class Executable final : public tracer::CompiledGraph {
 
  private:
   void run_group(size_t k, std::vector<Tensor>& vals) const;
-  void run_row_program(size_t k, std::vector<Tensor>& vals) const;
+  void run_program(size_t k, std::vector<Tensor>& vals) const;
   std::string kernels_text() const;
 
   ir::Graph graph_;  // optimized

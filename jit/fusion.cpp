@@ -80,8 +80,15 @@ FusionPlan plan_fusion(const ir::Graph& g,
     auto joins = [&](const FusionGroup& grp) {
       if (kind == Fusible::row_reduction) {
         const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
-        return grp.shape == in && (grp.row_program || readable(grp.nodes, in));
+        return !grp.column_program && grp.shape == in &&
+               (grp.row_program || readable(grp.nodes, in));
       }
+      if (kind == Fusible::column_reduction) {
+        const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
+        return !grp.row_program && grp.shape == in &&
+               (grp.column_program || readable(grp.nodes, in));
+      }
+      if (grp.column_program) return shape == grp.shape && readable(grp.nodes, grp.shape);
       if (!grp.row_program) return grp.shape == shape;
       return is_row_value(shape, grp.shape) && readable(grp.nodes, grp.shape);
     };
@@ -106,14 +113,13 @@ FusionPlan plan_fusion(const ir::Graph& g,
     }
     if (chosen < 0) {
       chosen = static_cast<int>(plan.groups.size());
-      if (kind == Fusible::row_reduction)
-        plan.groups.push_back(
-            FusionGroup{{}, {}, {}, g.types[static_cast<size_t>(n.inputs[0])].shape, true});
-      else
-        plan.groups.push_back(FusionGroup{{}, {}, {}, shape, false});
+      const bool reduction = kind == Fusible::row_reduction || kind == Fusible::column_reduction;
+      plan.groups.push_back(FusionGroup{
+          {}, {}, {}, reduction ? g.types[static_cast<size_t>(n.inputs[0])].shape : shape});
     }
     FusionGroup& grp = plan.groups[static_cast<size_t>(chosen)];
     grp.row_program |= kind == Fusible::row_reduction;
+    grp.column_program |= kind == Fusible::column_reduction;
     grp.nodes.push_back(i);
     group_of[static_cast<size_t>(i)] = chosen;
   }
@@ -156,7 +162,9 @@ FusionPlan plan_fusion(const ir::Graph& g,
         const FusionGroup& hg = plan.groups[static_cast<size_t>(h)];
         const FusionGroup& cg = plan.groups[static_cast<size_t>(c)];
         if (hg.shape != cg.shape || reaches_around(h, c)) continue;
-        if (hg.row_program || cg.row_program) {
+        if ((hg.row_program || cg.row_program) && (hg.column_program || cg.column_program))
+          continue;
+        if (hg.row_program || cg.row_program || hg.column_program || cg.column_program) {
           // The union must read everything from outside as a row program can.
           std::set<int> both(hg.nodes.begin(), hg.nodes.end());
           both.insert(cg.nodes.begin(), cg.nodes.end());
@@ -172,6 +180,7 @@ FusionPlan plan_fusion(const ir::Graph& g,
         }
         FusionGroup& into = plan.groups[static_cast<size_t>(c)];
         into.row_program |= plan.groups[static_cast<size_t>(h)].row_program;
+        into.column_program |= plan.groups[static_cast<size_t>(h)].column_program;
         for (int i : plan.groups[static_cast<size_t>(h)].nodes) {
           into.nodes.push_back(i);
           group_of[static_cast<size_t>(i)] = c;

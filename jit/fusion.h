@@ -24,10 +24,14 @@ struct FusionGroup {
   // and consumers (softmax, layer norm). Members are full ([R..., C]) or per row ([R..., 1]
   // or [R...]); per row, the kernel runs one loop per reduction and one for the outputs.
   bool row_program = false;
+  // A column program: reductions over every axis but the last of `shape` (bias gradients)
+  // with their full elementwise producers; the kernel walks the rows and keeps one
+  // accumulator per column, vectorized across the columns.
+  bool column_program = false;
 };
 
 // What the code generator can do with a node.
-enum class Fusible { no, elementwise, row_reduction };
+enum class Fusible { no, elementwise, row_reduction, column_reduction };
 
 // One step of the schedule: a fusion group, or a node run by itself.
 struct Step {

@@ -288,3 +288,29 @@ TEST_CASE("jit: a compiled train step peaks at no more memory than the eager ste
   INFO("eager " << eager_peak << " bytes, compiled " << compiled_peak << " bytes");
   CHECK(compiled_peak <= eager_peak);
 }
+
+TEST_CASE("jit: column reductions fuse their producers and match the interpreter") {
+  auto cols = [](const Tensor& x, const Tensor& y) {
+    Tensor e = exp(x) * y;
+    return std::vector<Tensor>{sum(e, {0}), max(x - y, {0}, true), min(e, {0}), e};
+  };
+  auto f = kiln::function(cols);
+  auto ref = kiln::function(cols, kInterpreted);
+  for (const Shape& s : {Shape{37, 29}, Shape{1, 5}, Shape{200, 3}, Shape{4, 5, 6}}) {
+    INFO(s.str());
+    const Tensor x = rnd(s, 1), y = rnd(s, 2);
+    const auto got = f(x, y), want = ref(x, y);
+    for (size_t k = 0; k < got.size(); ++k)
+      check_close(got[k], want[k], 1e-5, 1e-6);
+  }
+  // Two kernels: exp(x) * y with its sum and min, and x - y with its max (sibling groups that
+  // share only inputs are not merged).
+  CHECK(f.get_concrete_function(rnd({37, 29}, 1), rnd({37, 29}, 2)).kernel_count() == 2);
+  // The bias gradient of a dense layer: one column program.
+  auto bias_grad = kiln::function([](const Tensor& g, const Tensor& z) {
+    return sum(where(z > 0.f, g, 0.f), {0});
+  });
+  const Tensor g = rnd({64, 16}, 3), z = rnd({64, 16}, 4);
+  CHECK(bias_grad.get_concrete_function(g, z).kernel_count() == 1);
+  check_close(bias_grad(g, z), sum(where(z > 0.f, g, 0.f), {0}), 1e-5, 1e-6);
+}

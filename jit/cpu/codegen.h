@@ -12,7 +12,9 @@
 // strides over the outer dims (rank - 1)...}; a broadcast input's stride along the last dim is
 // 0 or 1, fixed at compile time so that the inner loop vectorizes. A row program loops over
 // rows [begin, end) of its row space [rows, cols] with dims = {cols}: per row, one loop over
-// the columns for each reduction, then one that writes the full outputs.
+// the columns for each reduction, then one that writes the full outputs. A column program
+// loops over columns [begin, end) with dims = {cols, rows}: it walks every row, keeping its
+// accumulators in the output rows, vectorized across the columns.
 
 #include <cstdint>
 #include <string>
@@ -46,7 +48,8 @@ struct KernelPlan {
   bool rows = false;                // some input broadcasts: loop over rows
   int64_t rank = 0;
   bool row_program = false;
-  std::vector<bool> output_full;  // row programs: per output, full (else one per row)
+  bool column_program = false;
+  std::vector<bool> output_full;  // row/column programs: per output, full (else reduced)
 };
 
 // The ops the elemental emitter has code for (for some dtypes: see classify).

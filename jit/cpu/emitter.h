@@ -1,0 +1,150 @@
+#pragma once
+
+// The elemental emitter shared by the kernel kinds (internal to jit/cpu/; includes LLVM's
+// headers): scalar IR for one node at one element, loads and stores by dtype. Values live in
+// registers as float, double, or i1 for bool (stored as one byte).
+
+#include <string>
+#include <vector>
+
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Module.h>
+#include <llvm/Target/TargetMachine.h>
+
+#include <kiln/jit/cpu/codegen.h>
+
+#include "math.h"
+
+namespace kiln::jit::cpu {
+
+inline bool is_float(DType d) {
+  return d == DType::f32 || d == DType::f64;
+}
+
+struct Emitter {
+  llvm::LLVMContext& ctx;
+  llvm::Module& mod;
+  llvm::IRBuilder<>& b;
+
+  llvm::Type* storage_type(DType d) {
+    switch (d) {
+      case DType::f32:
+        return b.getFloatTy();
+      case DType::f64:
+        return b.getDoubleTy();
+      default:
+        return b.getInt8Ty();  // bool, stored as one byte
+    }
+  }
+  // Values live in registers as float, double, or i1 for bool.
+  llvm::Value* load(DType d, llvm::Value* ptr, llvm::Value* index) {
+    llvm::Type* t = storage_type(d);
+    llvm::Value* v = b.CreateLoad(t, b.CreateInBoundsGEP(t, ptr, index));
+    return d == DType::boolean ? b.CreateICmpNE(v, b.getInt8(0)) : v;
+  }
+  void store(DType d, llvm::Value* v, llvm::Value* ptr, llvm::Value* index) {
+    llvm::Type* t = storage_type(d);
+    if (d == DType::boolean) v = b.CreateZExt(v, t);
+    b.CreateStore(v, b.CreateInBoundsGEP(t, ptr, index));
+  }
+  llvm::Value* constant(const Tensor& c) {
+    switch (c.dtype()) {
+      case DType::f32:
+        return llvm::ConstantFP::get(b.getFloatTy(), c.item<float>());
+      case DType::f64:
+        return llvm::ConstantFP::get(b.getDoubleTy(), c.item<double>());
+      default:
+        return b.getInt1(c.item<bool>());
+    }
+  }
+  llvm::Value* libm(const char* name, DType d, std::initializer_list<llvm::Value*> args) {
+    const std::string fn = d == DType::f32 ? std::string(name) + "f" : std::string(name);
+    llvm::Type* t = storage_type(d);
+    std::vector<llvm::Type*> params(args.size(), t);
+    llvm::FunctionCallee callee =
+        mod.getOrInsertFunction(fn, llvm::FunctionType::get(t, params, false));
+    return b.CreateCall(callee, args);
+  }
+  llvm::Value* fconst(DType d, double v) { return llvm::ConstantFP::get(storage_type(d), v); }
+
+  llvm::Value* unary(const std::string& op, DType d, llvm::Value* x) {
+    const bool f32 = d == DType::f32;
+    if (op == "neg") return b.CreateFNeg(x);
+    if (op == "abs") return b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+    if (op == "square") return b.CreateFMul(x, x);
+    if (op == "sign") {
+      llvm::Value* s = b.CreateFSub(b.CreateUIToFP(b.CreateFCmpOGT(x, fconst(d, 0)), x->getType()),
+                                    b.CreateUIToFP(b.CreateFCmpOLT(x, fconst(d, 0)), x->getType()));
+      return b.CreateSelect(b.CreateFCmpUNO(x, x), x, s);
+    }
+    if (op == "relu") return b.CreateSelect(b.CreateFCmpOGT(x, fconst(d, 0)), x, fconst(d, 0));
+    if (op == "exp") return f32 ? emit_exp_f32(b, x) : libm("exp", d, {x});
+    if (op == "log") return f32 ? emit_log_f32(b, x) : libm("log", d, {x});
+    if (op == "tanh") return f32 ? emit_tanh_f32(b, x) : libm("tanh", d, {x});
+    if (op == "sigmoid") {
+      if (f32) return emit_sigmoid_f32(b, x);
+      llvm::Value* e =
+          libm("exp", d, {b.CreateFNeg(b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x))});
+      llvm::Value* den = b.CreateFAdd(fconst(d, 1), e);
+      return b.CreateSelect(b.CreateFCmpOGE(x, fconst(d, 0)), b.CreateFDiv(fconst(d, 1), den),
+                            b.CreateFDiv(e, den));
+    }
+    if (op == "log1p" || op == "expm1" || op == "erf" || op == "sin" || op == "cos")
+      return libm(op.c_str(), d, {x});
+    if (op == "sqrt") return b.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, x);
+    if (op == "rsqrt")
+      return b.CreateFDiv(fconst(d, 1), b.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, x));
+    if (op == "floor") return b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, x);
+    if (op == "ceil") return b.CreateUnaryIntrinsic(llvm::Intrinsic::ceil, x);
+    if (op == "round") return b.CreateUnaryIntrinsic(llvm::Intrinsic::roundeven, x);
+    KILN_FAIL("jit: no emitter for unary op '{}'", op);
+  }
+
+  llvm::Value* binary(const std::string& op, DType d, llvm::Value* x, llvm::Value* y) {
+    if (op == "add") return b.CreateFAdd(x, y);
+    if (op == "sub") return b.CreateFSub(x, y);
+    if (op == "mul") return b.CreateFMul(x, y);
+    if (op == "div") return b.CreateFDiv(x, y);
+    if (op == "pow") return libm("pow", d, {x, y});
+    if (op == "maximum" || op == "minimum") {
+      // As the eager kernel: NaN if either is NaN (x + y), else the larger (smaller).
+      llvm::Value* c = op == "maximum" ? b.CreateFCmpOGT(x, y) : b.CreateFCmpOLT(x, y);
+      return b.CreateSelect(b.CreateFCmpUNO(x, y), b.CreateFAdd(x, y), b.CreateSelect(c, x, y));
+    }
+    if (op == "equal") return b.CreateFCmpOEQ(x, y);
+    if (op == "not_equal") return b.CreateFCmpUNE(x, y);
+    if (op == "less") return b.CreateFCmpOLT(x, y);
+    if (op == "less_equal") return b.CreateFCmpOLE(x, y);
+    if (op == "greater") return b.CreateFCmpOGT(x, y);
+    if (op == "greater_equal") return b.CreateFCmpOGE(x, y);
+    if (op == "logical_and") return b.CreateAnd(x, y);
+    if (op == "logical_or") return b.CreateOr(x, y);
+    KILN_FAIL("jit: no emitter for binary op '{}'", op);
+  }
+
+  // One node at the current element, from its inputs' values there.
+  llvm::Value* node(const ir::Graph& g, const ir::Node& n, const std::vector<llvm::Value*>& in) {
+    const DType out = g.types[static_cast<size_t>(n.outputs[0])].dtype;
+    const DType d0 = g.types[static_cast<size_t>(n.inputs[0])].dtype;
+    if (n.op == "copy" || n.op == "stop_gradient") return in[0];
+    if (n.op == "logical_not") return b.CreateNot(in[0]);
+    if (n.op == "select") return b.CreateSelect(in[0], in[1], in[2]);
+    if (n.op == "cast") {
+      if (d0 == out) return in[0];
+      if (d0 == DType::boolean) return b.CreateUIToFP(in[0], storage_type(out));
+      if (out == DType::boolean) return b.CreateFCmpUNE(in[0], fconst(d0, 0));
+      return d0 == DType::f32 ? b.CreateFPExt(in[0], b.getDoubleTy())
+                              : b.CreateFPTrunc(in[0], b.getFloatTy());
+    }
+    if (in.size() == 1) return unary(n.op, d0, in[0]);
+    return binary(n.op, d0, in[0], in[1]);
+  }
+};
+
+// The reduction kernels (reductions.cpp).
+void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                      llvm::TargetMachine& tm);
+void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                         llvm::TargetMachine& tm);
+
+}  // namespace kiln::jit::cpu

@@ -1,0 +1,304 @@
+// The reduction kernels: row programs (last-axis reductions with their producers and
+// consumers) and column programs (reductions over every axis but the last). See codegen.h
+// for their calling convention.
+
+#include <functional>
+#include <limits>
+#include <map>
+
+#include "emitter.h"
+
+namespace kiln::jit::cpu {
+
+void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                      llvm::TargetMachine& tm) {
+  llvm::IRBuilder<>& b = em.b;
+  llvm::LLVMContext& ctx = em.ctx;
+  llvm::Type* i64 = b.getInt64Ty();
+  llvm::Type* ptr = b.getPtrTy();
+  auto* fty = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, i64, i64}, false);
+  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
+  fn->addFnAttr("target-cpu", tm.getTargetCPU());
+  fn->addFnAttr("target-features", tm.getTargetFeatureString());
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  llvm::Value* bufs = fn->getArg(0);
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+  llvm::Value* cols = b.CreateLoad(i64, fn->getArg(1));
+
+  const FusionGroup& grp = *plan.group;
+  std::map<int, llvm::Value*> base, fixed;  // buffers; values the same for the whole call
+  std::map<int, InputKind> kind;
+  int slot = 0;
+  auto next_ptr = [&] {
+    return b.CreateLoad(ptr,
+                        b.CreateConstInBoundsGEP1_64(ptr, bufs, static_cast<uint64_t>(slot++)));
+  };
+  for (const KernelInput& in : plan.inputs) {
+    kind[in.value] = in.kind;
+    const DType d = g.types[static_cast<size_t>(in.value)].dtype;
+    if (in.kind == InputKind::immediate) {
+      for (const ir::Node& n : g.nodes)
+        if (n.op == "constant" && n.outputs[0] == in.value)
+          fixed[in.value] = em.constant(g.constants[static_cast<size_t>(n.attrs.i("index"))]);
+      continue;
+    }
+    base[in.value] = next_ptr();
+    if (in.kind == InputKind::scalar) fixed[in.value] = em.load(d, base[in.value], b.getInt64(0));
+  }
+  std::vector<llvm::Value*> out_ptrs;
+  for (size_t k = 0; k < grp.outputs.size(); ++k)
+    out_ptrs.push_back(next_ptr());
+  std::map<int, const ir::Node*> member;
+  for (int i : grp.nodes)
+    member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
+  auto is_full = [&](int v) { return g.types[static_cast<size_t>(v)].shape == grp.shape; };
+  auto dtype = [&](int v) { return g.types[static_cast<size_t>(v)].dtype; };
+
+  // A loop over the columns [0, cols) with accumulators (phi nodes) carried across it.
+  auto column_loop = [&](const std::vector<llvm::Value*>& init,
+                         const std::function<std::vector<llvm::Value*>(
+                             llvm::Value * j, const std::vector<llvm::Value*>& acc)>& step) {
+    llvm::BasicBlock* pre = b.GetInsertBlock();
+    auto* loop = llvm::BasicBlock::Create(ctx, "col", fn);
+    auto* after = llvm::BasicBlock::Create(ctx, "col.end", fn);
+    b.CreateCondBr(b.CreateICmpSGT(cols, b.getInt64(0)), loop, after);
+    b.SetInsertPoint(loop);
+    llvm::PHINode* j = b.CreatePHI(i64, 2);
+    j->addIncoming(b.getInt64(0), pre);
+    std::vector<llvm::PHINode*> acc;
+    std::vector<llvm::Value*> acc_values;
+    for (llvm::Value* v : init) {
+      acc.push_back(b.CreatePHI(v->getType(), 2));
+      acc.back()->addIncoming(v, pre);
+      acc_values.push_back(acc.back());
+    }
+    const std::vector<llvm::Value*> next = step(j, acc_values);
+    llvm::Value* jn = b.CreateAdd(j, b.getInt64(1), "", true, true);
+    llvm::BasicBlock* latch = b.GetInsertBlock();
+    j->addIncoming(jn, latch);
+    for (size_t k = 0; k < acc.size(); ++k)
+      acc[k]->addIncoming(next[k], latch);
+    b.CreateCondBr(b.CreateICmpSLT(jn, cols), loop, after);
+    b.SetInsertPoint(after);
+    std::vector<llvm::Value*> out;
+    for (size_t k = 0; k < acc.size(); ++k) {
+      llvm::PHINode* r = b.CreatePHI(init[k]->getType(), 2);
+      r->addIncoming(init[k], pre);
+      r->addIncoming(next[k], latch);
+      out.push_back(r);
+    }
+    return out;
+  };
+
+  llvm::BasicBlock* pre = b.GetInsertBlock();
+  auto* row_loop = llvm::BasicBlock::Create(ctx, "row", fn);
+  auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
+  b.CreateCondBr(b.CreateICmpSLT(fn->getArg(2), fn->getArg(3)), row_loop, exit);
+  b.SetInsertPoint(row_loop);
+  llvm::PHINode* row = b.CreatePHI(i64, 2);
+  row->addIncoming(fn->getArg(2), pre);
+  llvm::Value* row_base = b.CreateMul(row, cols);
+  std::map<int, llvm::Value*> per_row = fixed;  // per-row values computed so far
+  for (const KernelInput& in : plan.inputs)
+    if (in.kind == InputKind::row)
+      per_row[in.value] = em.load(dtype(in.value), base[in.value], row);
+
+  // The elemental value of v at column j (memo: this loop body's values).
+  std::function<llvm::Value*(int, llvm::Value*, std::map<int, llvm::Value*>&)> full_value =
+      [&](int v, llvm::Value* j, std::map<int, llvm::Value*>& memo) -> llvm::Value* {
+    if (auto it = per_row.find(v); it != per_row.end()) return it->second;
+    if (auto it = memo.find(v); it != memo.end()) return it->second;
+    llvm::Value* r = nullptr;
+    if (auto k = kind.find(v); k != kind.end()) {
+      r = em.load(dtype(v), base[v], k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
+    } else {
+      const ir::Node& n = *member.at(v);
+      std::vector<llvm::Value*> args;
+      for (int x : n.inputs)
+        args.push_back(full_value(x, j, memo));
+      r = em.node(g, n, args);
+    }
+    return memo[v] = r;
+  };
+
+  for (int i : grp.nodes) {
+    const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+    const int out = n.outputs[0];
+    const bool reduction = n.op == "reduce_sum" || n.op == "reduce_max" || n.op == "reduce_min";
+    if (!reduction && is_full(out)) continue;  // computed inside the loops that need it
+    if (reduction) {
+      const DType d = dtype(n.inputs[0]);
+      const double inf = std::numeric_limits<double>::infinity();
+      llvm::Value* init = em.fconst(d, n.op == "reduce_sum"   ? 0.0
+                                       : n.op == "reduce_max" ? -inf
+                                                              : inf);
+      per_row[out] = column_loop({init}, [&](llvm::Value* j, const std::vector<llvm::Value*>& acc) {
+        std::map<int, llvm::Value*> memo;
+        llvm::Value* x = full_value(n.inputs[0], j, memo);
+        if (n.op == "reduce_sum") {
+          // Reassociation lets the vectorizer keep one partial sum per lane (as the eager
+          // kernel's lanes do); the order of additions differs from a serial loop.
+          llvm::IRBuilder<>::FastMathFlagGuard guard(b);
+          llvm::FastMathFlags fmf;
+          fmf.setAllowReassoc();
+          b.setFastMathFlags(fmf);
+          return std::vector<llvm::Value*>{b.CreateFAdd(acc[0], x)};
+        }
+        return std::vector<llvm::Value*>{b.CreateBinaryIntrinsic(
+            n.op == "reduce_max" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum, acc[0], x)};
+      })[0];
+    } else {
+      std::vector<llvm::Value*> args;
+      for (int x : n.inputs)
+        args.push_back(per_row.at(x));
+      per_row[out] = em.node(g, n, args);
+    }
+  }
+  // The full outputs, then the per-row ones.
+  bool any_full = false;
+  for (size_t k = 0; k < grp.outputs.size(); ++k)
+    any_full |= plan.output_full[k];
+  if (any_full)
+    column_loop({}, [&](llvm::Value* j, const std::vector<llvm::Value*>&) {
+      std::map<int, llvm::Value*> memo;
+      for (size_t k = 0; k < grp.outputs.size(); ++k)
+        if (plan.output_full[k]) {
+          const int o = grp.outputs[k];
+          em.store(dtype(o), full_value(o, j, memo), out_ptrs[k], b.CreateAdd(row_base, j));
+        }
+      return std::vector<llvm::Value*>{};
+    });
+  for (size_t k = 0; k < grp.outputs.size(); ++k)
+    if (!plan.output_full[k]) {
+      const int o = grp.outputs[k];
+      em.store(dtype(o), per_row.at(o), out_ptrs[k], row);
+    }
+  llvm::Value* next = b.CreateAdd(row, b.getInt64(1), "", true, true);
+  row->addIncoming(next, b.GetInsertBlock());
+  b.CreateCondBr(b.CreateICmpSLT(next, fn->getArg(3)), row_loop, exit);
+  b.SetInsertPoint(exit);
+  b.CreateRetVoid();
+}
+
+// A column program: accumulators live in the reduced outputs (one per column); every row is
+// walked for the columns [begin, end), so the inner loop runs across columns and vectorizes.
+void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                         llvm::TargetMachine& tm) {
+  llvm::IRBuilder<>& b = em.b;
+  llvm::LLVMContext& ctx = em.ctx;
+  llvm::Type* i64 = b.getInt64Ty();
+  llvm::Type* ptr = b.getPtrTy();
+  auto* fty = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, i64, i64}, false);
+  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
+  fn->addFnAttr("target-cpu", tm.getTargetCPU());
+  fn->addFnAttr("target-features", tm.getTargetFeatureString());
+  fn->addFnAttr(llvm::Attribute::NoUnwind);
+  llvm::Value* bufs = fn->getArg(0);
+  llvm::Value* begin = fn->getArg(2);
+  llvm::Value* end = fn->getArg(3);
+  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
+  llvm::Value* cols = b.CreateLoad(i64, fn->getArg(1));
+  llvm::Value* rows = b.CreateLoad(i64, b.CreateConstInBoundsGEP1_64(i64, fn->getArg(1), 1));
+
+  const FusionGroup& grp = *plan.group;
+  std::map<int, llvm::Value*> base, fixed;
+  std::map<int, InputKind> kind;
+  int slot = 0;
+  auto next_ptr = [&] {
+    return b.CreateLoad(ptr,
+                        b.CreateConstInBoundsGEP1_64(ptr, bufs, static_cast<uint64_t>(slot++)));
+  };
+  auto dtype = [&](int v) { return g.types[static_cast<size_t>(v)].dtype; };
+  for (const KernelInput& in : plan.inputs) {
+    kind[in.value] = in.kind;
+    if (in.kind == InputKind::immediate) {
+      for (const ir::Node& n : g.nodes)
+        if (n.op == "constant" && n.outputs[0] == in.value)
+          fixed[in.value] = em.constant(g.constants[static_cast<size_t>(n.attrs.i("index"))]);
+      continue;
+    }
+    base[in.value] = next_ptr();
+    if (in.kind == InputKind::scalar)
+      fixed[in.value] = em.load(dtype(in.value), base[in.value], b.getInt64(0));
+  }
+  std::map<int, llvm::Value*> out_ptr;
+  for (int o : grp.outputs)
+    out_ptr[o] = next_ptr();
+  std::map<int, const ir::Node*> member;
+  for (int i : grp.nodes)
+    member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
+
+  auto loop = [&](llvm::Value* from, llvm::Value* to,
+                  const std::function<void(llvm::Value*)>& body) {
+    llvm::BasicBlock* pre = b.GetInsertBlock();
+    auto* head = llvm::BasicBlock::Create(ctx, "loop", fn);
+    auto* after = llvm::BasicBlock::Create(ctx, "loop.end", fn);
+    b.CreateCondBr(b.CreateICmpSLT(from, to), head, after);
+    b.SetInsertPoint(head);
+    llvm::PHINode* i = b.CreatePHI(i64, 2);
+    i->addIncoming(from, pre);
+    body(i);
+    llvm::Value* next = b.CreateAdd(i, b.getInt64(1), "", true, true);
+    i->addIncoming(next, b.GetInsertBlock());
+    b.CreateCondBr(b.CreateICmpSLT(next, to), head, after);
+    b.SetInsertPoint(after);
+  };
+  std::vector<const ir::Node*> reductions;
+  for (int i : grp.nodes) {
+    const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+    if (n.op.rfind("reduce_", 0) == 0 && out_ptr.count(n.outputs[0])) reductions.push_back(&n);
+  }
+  const double inf = std::numeric_limits<double>::infinity();
+  loop(begin, end, [&](llvm::Value* j) {
+    for (const ir::Node* n : reductions) {
+      const double init = n->op == "reduce_sum" ? 0.0 : n->op == "reduce_max" ? -inf : inf;
+      em.store(dtype(n->outputs[0]), em.fconst(dtype(n->outputs[0]), init), out_ptr[n->outputs[0]],
+               j);
+    }
+  });
+  loop(b.getInt64(0), rows, [&](llvm::Value* r) {
+    llvm::Value* row_base = b.CreateMul(r, cols);
+    std::map<int, llvm::Value*> per_row = fixed;
+    for (const KernelInput& in : plan.inputs)
+      if (in.kind == InputKind::row)
+        per_row[in.value] = em.load(dtype(in.value), base[in.value], r);
+    loop(begin, end, [&](llvm::Value* j) {
+      std::map<int, llvm::Value*> memo = per_row;
+      std::function<llvm::Value*(int)> value = [&](int v) -> llvm::Value* {
+        if (auto it = memo.find(v); it != memo.end()) return it->second;
+        llvm::Value* x = nullptr;
+        if (auto k = kind.find(v); k != kind.end()) {
+          x = em.load(dtype(v), base[v],
+                      k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
+        } else {
+          const ir::Node& n = *member.at(v);
+          std::vector<llvm::Value*> args;
+          for (int a : n.inputs)
+            args.push_back(value(a));
+          x = em.node(g, n, args);
+        }
+        return memo[v] = x;
+      };
+      for (const ir::Node* n : reductions) {
+        const int o = n->outputs[0];
+        llvm::Value* acc = em.load(dtype(o), out_ptr[o], j);
+        llvm::Value* x = value(n->inputs[0]);
+        llvm::Value* next =
+            n->op == "reduce_sum"
+                ? b.CreateFAdd(acc, x)
+                : b.CreateBinaryIntrinsic(
+                      n->op == "reduce_max" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum,
+                      acc, x);
+        em.store(dtype(o), next, out_ptr[o], j);
+      }
+      for (size_t k = 0; k < grp.outputs.size(); ++k)
+        if (plan.output_full[k]) {
+          const int o = grp.outputs[k];
+          em.store(dtype(o), value(o), out_ptr[o], b.CreateAdd(row_base, j));
+        }
+    });
+  });
+  b.CreateRetVoid();
+}
+
+}  // namespace kiln::jit::cpu
