@@ -49,17 +49,60 @@ FusionPlan plan_fusion(const ir::Graph& g,
 
   FusionPlan plan;
   std::vector<int> group_of(static_cast<size_t>(num_nodes), -1);
-  // The groups each node depends on, directly or through other nodes.
-  std::vector<std::set<int>> deps(static_cast<size_t>(num_nodes));
+  // Users of each value, and the side-effecting nodes in program order (each must run after
+  // the one before it, which is a dependency like a data edge).
+  std::vector<std::vector<int>> users_of(g.types.size());
+  for (int i = 0; i < num_nodes; ++i)
+    for (int v : g.nodes[static_cast<size_t>(i)].inputs)
+      users_of[static_cast<size_t>(v)].push_back(i);
+  std::vector<int> next_effect(static_cast<size_t>(num_nodes), -1);
+  for (int i = 0, prev = -1; i < num_nodes; ++i)
+    if (has_side_effect(g.nodes[static_cast<size_t>(i)])) {
+      if (prev >= 0) next_effect[static_cast<size_t>(prev)] = i;
+      prev = i;
+    }
+  // Whether putting node i into group `cand` would make a cycle: some other input of i is
+  // produced by an item that `cand` (taken as a unit, like every group) already reaches
+  // among the nodes placed so far.
+  auto would_cycle = [&](int i, int cand) {
+    std::set<int> targets;  // items: a group id, or num_nodes + node for a node alone
+    for (int v : g.nodes[static_cast<size_t>(i)].inputs) {
+      const int q = producer[static_cast<size_t>(v)];
+      if (q < 0 || group_of[static_cast<size_t>(q)] == cand) continue;
+      const int gq = group_of[static_cast<size_t>(q)];
+      targets.insert(gq >= 0 ? gq : num_nodes + q);
+    }
+    if (targets.empty()) return false;
+    std::vector<bool> seen(static_cast<size_t>(num_nodes), false);
+    std::vector<int> stack(plan.groups[static_cast<size_t>(cand)].nodes);
+    for (int m : stack)
+      seen[static_cast<size_t>(m)] = true;
+    auto visit = [&](int u) {
+      if (u < 0 || u >= i || seen[static_cast<size_t>(u)]) return false;
+      const int gu = group_of[static_cast<size_t>(u)];
+      if (targets.count(gu >= 0 ? gu : num_nodes + u) != 0) return true;
+      seen[static_cast<size_t>(u)] = true;
+      stack.push_back(u);
+      if (gu >= 0)  // a group runs as a unit: what any member feeds, the group feeds
+        for (int m : plan.groups[static_cast<size_t>(gu)].nodes)
+          if (!seen[static_cast<size_t>(m)]) {
+            seen[static_cast<size_t>(m)] = true;
+            stack.push_back(m);
+          }
+      return false;
+    };
+    while (!stack.empty()) {
+      const int x = stack.back();
+      stack.pop_back();
+      for (int v : g.nodes[static_cast<size_t>(x)].outputs)
+        for (int u : users_of[static_cast<size_t>(v)])
+          if (visit(u)) return true;
+      if (visit(next_effect[static_cast<size_t>(x)])) return true;
+    }
+    return false;
+  };
   for (int i = 0; i < num_nodes; ++i) {
     const ir::Node& n = g.nodes[static_cast<size_t>(i)];
-    std::set<int>& d = deps[static_cast<size_t>(i)];
-    for (int v : n.inputs) {
-      const int p = producer[static_cast<size_t>(v)];
-      if (p < 0) continue;
-      d.insert(deps[static_cast<size_t>(p)].begin(), deps[static_cast<size_t>(p)].end());
-      if (group_of[static_cast<size_t>(p)] >= 0) d.insert(group_of[static_cast<size_t>(p)]);
-    }
     const Fusible kind = n.outputs.size() == 1 ? classify(g, n) : Fusible::no;
     if (kind == Fusible::no) continue;
     const Shape& shape = g.types[static_cast<size_t>(n.outputs[0])].shape;
@@ -97,16 +140,7 @@ FusionPlan plan_fusion(const ir::Graph& g,
       const int p = producer[static_cast<size_t>(v)];
       const int cand = p < 0 ? -1 : group_of[static_cast<size_t>(p)];
       if (cand < 0 || !joins(plan.groups[static_cast<size_t>(cand)])) continue;
-      // Joining must not make a cycle: no other input may come from outside the group
-      // through a path that starts in it.
-      bool ok = true;
-      for (int w : n.inputs) {
-        const int q = producer[static_cast<size_t>(w)];
-        if (q >= 0 && group_of[static_cast<size_t>(q)] != cand &&
-            deps[static_cast<size_t>(q)].count(cand) != 0)
-          ok = false;
-      }
-      if (ok) {
+      if (!would_cycle(i, cand)) {
         chosen = cand;
         break;
       }
@@ -134,11 +168,17 @@ FusionPlan plan_fusion(const ir::Graph& g,
       return gi >= 0 ? gi : ng + node;
     };
     std::vector<std::set<int>> out(static_cast<size_t>(ng + num_nodes));
-    for (int i = 0; i < num_nodes; ++i)
+    int prev_effect = -1;
+    for (int i = 0; i < num_nodes; ++i) {
       for (int v : g.nodes[static_cast<size_t>(i)].inputs) {
         const int p = producer[static_cast<size_t>(v)];
         if (p >= 0 && item(p) != item(i)) out[static_cast<size_t>(item(p))].insert(item(i));
       }
+      if (has_side_effect(g.nodes[static_cast<size_t>(i)])) {
+        if (prev_effect >= 0) out[static_cast<size_t>(item(prev_effect))].insert(item(i));
+        prev_effect = i;
+      }
+    }
     auto reaches_around = [&](int from, int to) {
       std::vector<int> stack;
       std::vector<bool> seen(out.size(), false);

@@ -3,6 +3,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
@@ -128,23 +129,26 @@ bool can_lower(const ir::Graph& g, const ir::Node& n) {
   std::vector<DType> in;
   for (int v : n.inputs)
     in.push_back(g.types[static_cast<size_t>(v)].dtype);
+  static const std::set<std::string> int_ops = {"neg", "abs", "square",  "sign",   "add",
+                                                "sub", "mul", "maximum", "minimum"};
+  auto value_type = [](DType d) { return is_float(d) || is_int(d) || d == DType::boolean; };
   switch (it->second) {
     case Kind::float_unary:
     case Kind::float_binary:
-      return is_float(out) && std::all_of(in.begin(), in.end(), [&](DType d) { return d == out; });
+      return (is_float(out) || (is_int(out) && int_ops.count(n.op) != 0)) &&
+             std::all_of(in.begin(), in.end(), [&](DType d) { return d == out; });
     case Kind::compare:
-      return is_float(in[0]) && in[1] == in[0] && out == DType::boolean;
+      return (is_float(in[0]) || is_int(in[0])) && in[1] == in[0] && out == DType::boolean;
     case Kind::logical:
       return out == DType::boolean &&
              std::all_of(in.begin(), in.end(), [](DType d) { return d == DType::boolean; });
     case Kind::select:
-      return in[0] == DType::boolean && (is_float(out) || out == DType::boolean) && in[1] == out &&
-             in[2] == out;
+      return in[0] == DType::boolean && value_type(out) && in[1] == out && in[2] == out;
     case Kind::cast:
-      return (is_float(in[0]) || in[0] == DType::boolean) &&
-             (is_float(out) || out == DType::boolean);
+      // Not float -> int: the eager kernel's conversion of out-of-range values is the C++ one.
+      return value_type(in[0]) && value_type(out) && !(is_float(in[0]) && is_int(out));
     case Kind::copy:
-      return is_float(out) || out == DType::boolean;
+      return value_type(out);
   }
   return false;
 }

@@ -20,6 +20,9 @@ namespace kiln::jit::cpu {
 inline bool is_float(DType d) {
   return d == DType::f32 || d == DType::f64;
 }
+inline bool is_int(DType d) {
+  return d == DType::i32 || d == DType::i64;
+}
 
 struct Emitter {
   llvm::LLVMContext& ctx;
@@ -32,11 +35,15 @@ struct Emitter {
         return b.getFloatTy();
       case DType::f64:
         return b.getDoubleTy();
+      case DType::i32:
+        return b.getInt32Ty();
+      case DType::i64:
+        return b.getInt64Ty();
       default:
         return b.getInt8Ty();  // bool, stored as one byte
     }
   }
-  // Values live in registers as float, double, or i1 for bool.
+  // Values live in registers as float, double, i32, i64, or i1 for bool.
   llvm::Value* load(DType d, llvm::Value* ptr, llvm::Value* index) {
     llvm::Type* t = storage_type(d);
     llvm::Value* v = b.CreateLoad(t, b.CreateInBoundsGEP(t, ptr, index));
@@ -53,6 +60,10 @@ struct Emitter {
         return llvm::ConstantFP::get(b.getFloatTy(), c.item<float>());
       case DType::f64:
         return llvm::ConstantFP::get(b.getDoubleTy(), c.item<double>());
+      case DType::i32:
+        return b.getInt32(static_cast<uint32_t>(c.item<int32_t>()));
+      case DType::i64:
+        return b.getInt64(static_cast<uint64_t>(c.item<int64_t>()));
       default:
         return b.getInt1(c.item<bool>());
     }
@@ -67,7 +78,34 @@ struct Emitter {
   }
   llvm::Value* fconst(DType d, double v) { return llvm::ConstantFP::get(storage_type(d), v); }
 
+  // Integer arithmetic wraps (two's complement), as the eager kernels do.
+  llvm::Value* int_unary(const std::string& op, llvm::Value* x) {
+    llvm::Value* zero = llvm::ConstantInt::get(x->getType(), 0);
+    if (op == "neg") return b.CreateSub(zero, x);
+    if (op == "abs") return b.CreateSelect(b.CreateICmpSLT(x, zero), b.CreateSub(zero, x), x);
+    if (op == "square") return b.CreateMul(x, x);
+    if (op == "sign")
+      return b.CreateSub(b.CreateZExt(b.CreateICmpSGT(x, zero), x->getType()),
+                         b.CreateZExt(b.CreateICmpSLT(x, zero), x->getType()));
+    KILN_FAIL("jit: no integer emitter for unary op '{}'", op);
+  }
+  llvm::Value* int_binary(const std::string& op, llvm::Value* x, llvm::Value* y) {
+    if (op == "add") return b.CreateAdd(x, y);
+    if (op == "sub") return b.CreateSub(x, y);
+    if (op == "mul") return b.CreateMul(x, y);
+    if (op == "maximum") return b.CreateSelect(b.CreateICmpSGT(x, y), x, y);
+    if (op == "minimum") return b.CreateSelect(b.CreateICmpSLT(x, y), x, y);
+    if (op == "equal") return b.CreateICmpEQ(x, y);
+    if (op == "not_equal") return b.CreateICmpNE(x, y);
+    if (op == "less") return b.CreateICmpSLT(x, y);
+    if (op == "less_equal") return b.CreateICmpSLE(x, y);
+    if (op == "greater") return b.CreateICmpSGT(x, y);
+    if (op == "greater_equal") return b.CreateICmpSGE(x, y);
+    KILN_FAIL("jit: no integer emitter for binary op '{}'", op);
+  }
+
   llvm::Value* unary(const std::string& op, DType d, llvm::Value* x) {
+    if (is_int(d)) return int_unary(op, x);
     const bool f32 = d == DType::f32;
     if (op == "neg") return b.CreateFNeg(x);
     if (op == "abs") return b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
@@ -101,6 +139,7 @@ struct Emitter {
   }
 
   llvm::Value* binary(const std::string& op, DType d, llvm::Value* x, llvm::Value* y) {
+    if (is_int(d)) return int_binary(op, x, y);
     if (op == "add") return b.CreateFAdd(x, y);
     if (op == "sub") return b.CreateFSub(x, y);
     if (op == "mul") return b.CreateFMul(x, y);
@@ -131,8 +170,14 @@ struct Emitter {
     if (n.op == "select") return b.CreateSelect(in[0], in[1], in[2]);
     if (n.op == "cast") {
       if (d0 == out) return in[0];
-      if (d0 == DType::boolean) return b.CreateUIToFP(in[0], storage_type(out));
-      if (out == DType::boolean) return b.CreateFCmpUNE(in[0], fconst(d0, 0));
+      llvm::Type* t = storage_type(out);
+      if (d0 == DType::boolean)
+        return is_float(out) ? b.CreateUIToFP(in[0], t) : b.CreateZExt(in[0], t);
+      if (out == DType::boolean)
+        return is_float(d0) ? b.CreateFCmpUNE(in[0], fconst(d0, 0))
+                            : b.CreateICmpNE(in[0], llvm::ConstantInt::get(in[0]->getType(), 0));
+      if (is_int(d0))
+        return is_float(out) ? b.CreateSIToFP(in[0], t) : b.CreateSExtOrTrunc(in[0], t);
       return d0 == DType::f32 ? b.CreateFPExt(in[0], b.getDoubleTy())
                               : b.CreateFPTrunc(in[0], b.getFloatTy());
     }
