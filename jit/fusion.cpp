@@ -26,17 +26,26 @@ bool is_row_value(const Shape& t, const Shape& rows) {
   return t.rank() == rows.rank() - 1 || t[rows.rank() - 1] == 1;
 }
 
-bool row_readable(const Shape& t, const Shape& rows) {
-  if (is_row_value(t, rows)) return true;
-  bool ones = true;
-  for (int64_t d : t)
-    ones &= d == 1;
-  if (ones) return true;
+bool is_column_value(const Shape& t, const Shape& rows) {
+  // Right-aligned, as broadcasting reads it: [C] or [1..., C] with C the last dim of rows.
   if (rows.rank() == 0 || t.rank() == 0 || t.rank() > rows.rank()) return false;
   if (t[t.rank() - 1] != rows[rows.rank() - 1] || rows[rows.rank() - 1] < 0) return false;
   for (int64_t d = 0; d < t.rank() - 1; ++d)
     if (t[d] != 1) return false;
   return true;
+}
+
+bool row_readable(const Shape& t, const Shape& rows) {
+  if (t == rows) return true;
+  bool ones = true;
+  for (int64_t d : t)
+    ones &= d == 1;
+  if (ones || is_column_value(t, rows)) return true;
+  // Per row: [R..., 1] exactly (a rank r - 1 value would broadcast against the columns).
+  if (t.rank() != rows.rank()) return false;
+  for (int64_t d = 0; d < rows.rank() - 1; ++d)
+    if (t[d] != rows[d]) return false;
+  return t[rows.rank() - 1] == 1;
 }
 
 FusionPlan plan_fusion(const ir::Graph& g,
@@ -133,6 +142,13 @@ FusionPlan plan_fusion(const ir::Graph& g,
       }
       if (grp.column_program) return shape == grp.shape && readable(grp.nodes, grp.shape);
       if (!grp.row_program) return grp.shape == shape;
+      // A per-row value of rank r - 1 (a reduction without keepdims) broadcasts against the
+      // columns when combined with a full one: that is not what a row program computes.
+      if (shape == grp.shape)
+        for (int v : n.inputs)
+          if (g.types[static_cast<size_t>(v)].shape.rank() == grp.shape.rank() - 1 &&
+              grp.shape.rank() > 1)
+            return false;
       return is_row_value(shape, grp.shape) && readable(grp.nodes, grp.shape);
     };
     int chosen = -1;
@@ -209,13 +225,20 @@ FusionPlan plan_fusion(const ir::Graph& g,
           std::set<int> both(hg.nodes.begin(), hg.nodes.end());
           both.insert(cg.nodes.begin(), cg.nodes.end());
           bool ok = true;
-          for (int m : both)
-            for (int v : g.nodes[static_cast<size_t>(m)].inputs) {
+          const int64_t r = cg.shape.rank();
+          for (int m : both) {
+            const ir::Node& mn = g.nodes[static_cast<size_t>(m)];
+            const bool full = g.types[static_cast<size_t>(mn.outputs[0])].shape == cg.shape;
+            for (int v : mn.inputs) {
               const int p = producer[static_cast<size_t>(v)];
-              if ((p < 0 || both.count(p) == 0) &&
-                  !row_readable(g.types[static_cast<size_t>(v)].shape, cg.shape))
+              const Shape& vs = g.types[static_cast<size_t>(v)].shape;
+              if ((p < 0 || both.count(p) == 0) && !row_readable(vs, cg.shape)) ok = false;
+              // As when joining: a rank r - 1 member value read by a full elementwise member.
+              if (p >= 0 && both.count(p) != 0 && full && r > 1 && vs.rank() == r - 1 &&
+                  mn.op.rfind("reduce_", 0) != 0)
                 ok = false;
             }
+          }
           if (!ok) continue;
         }
         FusionGroup& into = plan.groups[static_cast<size_t>(c)];

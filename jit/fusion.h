@@ -48,10 +48,12 @@ struct FusionPlan {
 FusionPlan plan_fusion(const ir::Graph& g,
                        const std::function<Fusible(const ir::Graph&, const ir::Node&)>& classify);
 
-// Row programs: the per-row shape of a row space [R..., C] (with or without the kept 1), and
-// whether an outside value of shape t can be read there: full, per row, per column
-// ([C] or [1..., C]) or one element.
+// Row programs: whether t is a per-row shape of the row space [R..., C] (with or without the
+// kept 1: what a member reduction makes), a per-column one ([C] or [1..., C]), and whether an
+// outside value of shape t can be read there as broadcasting reads it: full, per row
+// ([R..., 1]), per column, or one element.
 bool is_row_value(const Shape& t, const Shape& rows);
+bool is_column_value(const Shape& t, const Shape& rows);
 bool row_readable(const Shape& t, const Shape& rows);
 
 }  // namespace kiln::jit

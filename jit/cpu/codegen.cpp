@@ -208,7 +208,7 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
     } else if (s == group.shape) {
       in.kind = InputKind::full;
     } else if (group.row_program || group.column_program) {
-      in.kind = is_row_value(s, group.shape) ? InputKind::row : InputKind::column;
+      in.kind = is_column_value(s, group.shape) ? InputKind::column : InputKind::row;
     } else {
       const int64_t last = s.rank() > 0 ? s[s.rank() - 1] : 1;
       in.last_dim_broadcast = last == 1 && group.shape[p.rank - 1] != 1;
