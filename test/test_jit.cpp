@@ -3,8 +3,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
+#include <kiln/jit/cpu/codegen.h>
 #include <kiln/jit/lowering.h>
 
 #include "corpus.h"
@@ -367,4 +369,47 @@ TEST_CASE("jit: the MLP train step's kernel count") {
   for (int i = 0; i < 5; ++i)
     step(x, labels);
   CHECK(ref(x, labels).item<float>() < before);  // it trains
+}
+
+TEST_CASE("jit: KILN_CACHE_DIR keeps compiled objects across compiles, and rejects bad ones") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_cache_{}", ::getpid());
+  fs::remove_all(dir);
+  ::setenv("KILN_CACHE_DIR", dir.c_str(), 1);
+  // A kernel no other test compiles (its constant is unique).
+  auto body = [](const Tensor& x) { return tanh(x * 0.123456f) + 7.0f; };
+  const Tensor x = rnd({100}, 1);
+  const Tensor want = kiln::function(body, kInterpreted)(x);
+  auto count_objects = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(dir))
+      n += e.path().extension() == ".o";
+    return n;
+  };
+  const auto s0 = jit::cpu::kernel_cache_stats();
+  check_close(kiln::function(body)(x), want, 1e-6, 1e-7);
+  const auto s1 = jit::cpu::kernel_cache_stats();
+  CHECK(s1.compiled == s0.compiled + 1);
+  CHECK(count_objects() == 1);
+  // Once this process forgets the module, compiling the same graph again (as a new process
+  // would) reads the object back from the directory instead of compiling it.
+  jit::cpu::forget_loaded_kernels();
+  check_close(kiln::function([](const Tensor& t) { return tanh(t * 0.123456f) + 7.0f; })(x), want,
+              1e-6, 1e-7);
+  const auto s2 = jit::cpu::kernel_cache_stats();
+  CHECK(s2.loaded_from_disk == s1.loaded_from_disk + 1);
+  CHECK(s2.compiled == s1.compiled);
+  // A corrupted file is ignored and rewritten.
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::fstream f(e.path(), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(40);
+    f.put('\x5a');
+  }
+  jit::cpu::forget_loaded_kernels();
+  check_close(kiln::function([](const Tensor& t) { return tanh(t * 0.123456f) + 7.0f; })(x), want,
+              1e-6, 1e-7);
+  const auto s3 = jit::cpu::kernel_cache_stats();
+  CHECK(s3.compiled == s2.compiled + 1);
+  ::unsetenv("KILN_CACHE_DIR");
+  fs::remove_all(dir);
 }

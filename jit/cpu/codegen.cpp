@@ -1,10 +1,15 @@
 #include <kiln/jit/cpu/codegen.h>
 
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 
+#include <llvm/Config/llvm-config.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
@@ -13,10 +18,13 @@
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/Transforms/Utils/Cloning.h>
+
+#include <unistd.h>
 
 #include <kiln/core/registry.h>
 
@@ -86,8 +94,61 @@ struct Jit {
   std::unique_ptr<llvm::orc::LLJIT> lljit;
   std::unique_ptr<llvm::TargetMachine> tm;
   std::mutex mu;
-  int64_t modules = 0;
+  int64_t dylibs = 0;
+  std::map<uint64_t, std::vector<KernelFn>> loaded;  // module key -> its kernels
+  KernelCacheStats stats;
 };
+
+// FNV-1a: a stable 64-bit hash of the module text (keys the caches across processes).
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// KILN_CACHE_DIR files: "KILNOBJ1", the object's size and FNV-1a (8 bytes each), the object.
+// A file that is short, foreign or does not match its hash is ignored and rewritten.
+constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'O', 'B', 'J', '1'};
+
+std::filesystem::path cache_path(const std::string& dir, uint64_t key) {
+  return std::filesystem::path(dir) / fmt::format("{:016x}.o", key);
+}
+
+std::optional<std::string> read_cached(const std::string& dir, uint64_t key) {
+  std::ifstream in(cache_path(dir, key), std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() < 24 || bytes.compare(0, 8, kMagic, 8) != 0) return std::nullopt;
+  uint64_t size = 0, hash = 0;
+  std::memcpy(&size, bytes.data() + 8, 8);
+  std::memcpy(&hash, bytes.data() + 16, 8);
+  if (bytes.size() - 24 != size) return std::nullopt;
+  std::string obj = bytes.substr(24);
+  if (fnv1a(obj) != hash) return std::nullopt;
+  return obj;
+}
+
+void write_cached(const std::string& dir, uint64_t key, const std::string& obj) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const fs::path path = cache_path(dir, key);
+  const fs::path tmp = fs::path(path).concat(fmt::format(".tmp{}", ::getpid()));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    const uint64_t size = obj.size(), hash = fnv1a(obj);
+    out.write(kMagic, 8);
+    out.write(reinterpret_cast<const char*>(&size), 8);
+    out.write(reinterpret_cast<const char*>(&hash), 8);
+    out.write(obj.data(), static_cast<std::streamsize>(obj.size()));
+    if (!out.good()) return;  // a cache: failing to fill it only costs a later compile
+  }
+  fs::rename(tmp, path, ec);
+  if (ec) fs::remove(tmp, ec);
+}
 
 [[noreturn]] void fail(llvm::Error e, const char* what) {
   throw Error(fmt::format("jit: {}: {}", what, llvm::toString(std::move(e))));
@@ -365,6 +426,17 @@ std::string print_module(const llvm::Module& m) {
   return s;
 }
 
+std::string object_of(const llvm::Module& m, llvm::TargetMachine& tm) {
+  std::unique_ptr<llvm::Module> copy = llvm::CloneModule(m);
+  llvm::SmallString<16384> buf;
+  llvm::raw_svector_ostream os(buf);
+  llvm::legacy::PassManager pm;
+  KILN_ASSERT(!tm.addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile),
+              "jit: the target cannot emit object files");
+  pm.run(*copy);
+  return std::string(buf.str());
+}
+
 std::string assembly_of(const llvm::Module& m, llvm::TargetMachine& tm) {
   std::unique_ptr<llvm::Module> copy = llvm::CloneModule(m);
   llvm::SmallString<4096> buf;
@@ -377,6 +449,18 @@ std::string assembly_of(const llvm::Module& m, llvm::TargetMachine& tm) {
 
 }  // namespace
 
+KernelCacheStats kernel_cache_stats() {
+  Jit& j = jit();
+  std::lock_guard<std::mutex> lock(j.mu);
+  return j.stats;
+}
+
+void forget_loaded_kernels() {
+  Jit& j = jit();
+  std::lock_guard<std::mutex> lock(j.mu);
+  j.loaded.clear();
+}
+
 CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan>& plans,
                                 bool want_text) {
   CompiledKernels out;
@@ -384,28 +468,39 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   Jit& j = jit();
   std::lock_guard<std::mutex> lock(j.mu);
   auto ctx = std::make_unique<llvm::LLVMContext>();
-  const std::string mod_name = fmt::format("kiln_m{}", j.modules++);
-  auto mod = std::make_unique<llvm::Module>(mod_name, *ctx);
+  auto mod = std::make_unique<llvm::Module>("kiln", *ctx);
   mod->setDataLayout(j.lljit->getDataLayout());
   mod->setTargetTriple(j.lljit->getTargetTriple().str());
   llvm::IRBuilder<> builder(*ctx);
   Emitter em{*ctx, *mod, builder};
-  std::vector<std::string> names;
   for (const KernelPlan& p : plans) {
-    KernelPlan unique = p;
-    unique.name = mod_name + "_" + p.name;
-    names.push_back(unique.name);
     if (p.row_program)
-      emit_row_program(em, g, unique, *j.tm);
+      emit_row_program(em, g, p, *j.tm);
     else if (p.column_program)
-      emit_column_program(em, g, unique, *j.tm);
+      emit_column_program(em, g, p, *j.tm);
     else
-      emit_kernel(em, g, unique, *j.tm);
+      emit_kernel(em, g, p, *j.tm);
   }
   std::string err;
   llvm::raw_string_ostream es(err);
   KILN_ASSERT(!llvm::verifyModule(*mod, &es), "jit: invalid kernel module for '{}': {}", g.name,
               err);
+  // The module's key: its text, the CPU it is built for, and the LLVM version. Symbols are
+  // named after it, so identical kernels share one definition in this process.
+  const uint64_t key = fnv1a(print_module(*mod) + "|" + j.tm->getTargetCPU().str() + "|" +
+                             j.tm->getTargetFeatureString().str() + "|" + LLVM_VERSION_STRING);
+  const std::string prefix = fmt::format("kiln_{:016x}_", key);
+  std::vector<std::string> names;
+  for (const KernelPlan& p : plans) {
+    names.push_back(prefix + p.name);
+    mod->getFunction(p.name)->setName(names.back());
+  }
+  auto hit = j.loaded.find(key);
+  if (hit != j.loaded.end() && !want_text) {
+    ++j.stats.reused;
+    out.fns = hit->second;
+    return out;
+  }
 
   // The O3 pipeline for the host CPU.
   llvm::LoopAnalysisManager lam;
@@ -419,17 +514,41 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   pb.registerLoopAnalyses(lam);
   pb.crossRegisterProxies(lam, fam, cgam, mam);
   pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3).run(*mod, mam);
-
   if (want_text) {
     out.llvm_ir = print_module(*mod);
     out.assembly = assembly_of(*mod, *j.tm);
   }
-  if (auto e = j.lljit->addIRModule(llvm::orc::ThreadSafeModule(std::move(mod), std::move(ctx))))
-    fail(std::move(e), "adding a module");
+  if (hit != j.loaded.end()) {
+    ++j.stats.reused;
+    out.fns = hit->second;
+    return out;
+  }
+
+  // The object: from KILN_CACHE_DIR when it holds a valid one, else compiled (and stored).
+  const char* env = std::getenv("KILN_CACHE_DIR");
+  const std::string dir = env != nullptr ? env : "";
+  std::optional<std::string> obj;
+  if (!dir.empty()) obj = read_cached(dir, key);
+  if (obj) {
+    ++j.stats.loaded_from_disk;
+  } else {
+    obj = object_of(*mod, *j.tm);
+    ++j.stats.compiled;
+    if (!dir.empty()) write_cached(dir, key, *obj);
+  }
+  // One JITDylib per module (its symbols may be defined again after forget_loaded_kernels);
+  // the main one, searched after it, resolves libm from the process.
+  auto created = j.lljit->createJITDylib(fmt::format("kiln_dylib{}", j.dylibs++));
+  if (!created) fail(created.takeError(), "creating a dylib");
+  llvm::orc::JITDylib& jd = *created;
+  jd.addToLinkOrder(j.lljit->getMainJITDylib());
+  if (auto e = j.lljit->addObjectFile(jd, llvm::MemoryBuffer::getMemBufferCopy(*obj)))
+    fail(std::move(e), "adding a kernel object");
   for (const std::string& name : names) {
-    auto addr = check(j.lljit->lookup(name), "looking up a kernel");
+    auto addr = check(j.lljit->lookup(jd, name), "looking up a kernel");
     out.fns.push_back(addr.toPtr<KernelFn>());
   }
+  j.loaded[key] = out.fns;
   return out;
 }
 

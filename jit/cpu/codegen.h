@@ -66,8 +66,21 @@ struct CompiledKernels {
   std::string assembly;       // its x86 assembly, when want_text
 };
 
-// Emits, optimizes (the O3 pipeline for the host CPU) and JIT-compiles the kernels.
+// Emits, optimizes (the O3 pipeline for the host CPU) and JIT-compiles the kernels. A module
+// is keyed by a hash of its IR text, the host CPU and the LLVM version: a module already
+// loaded in this process is reused, and with KILN_CACHE_DIR set its object file is read from
+// (or written to) that directory, so a later process skips the compile.
 CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan>& plans,
                                 bool want_text);
+
+struct KernelCacheStats {
+  int64_t compiled = 0;          // modules optimized and compiled to objects
+  int64_t loaded_from_disk = 0;  // objects read from KILN_CACHE_DIR
+  int64_t reused = 0;            // modules already loaded in this process
+};
+KernelCacheStats kernel_cache_stats();
+// Forgets the modules loaded in this process (their code stays mapped): tests use it to make
+// the next compile go to KILN_CACHE_DIR.
+void forget_loaded_kernels();
 
 }  // namespace kiln::jit::cpu
