@@ -96,9 +96,9 @@ llvm::Value* emit_tanh_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
 
 llvm::Value* emit_sigmoid_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
   llvm::Value* e = emit_exp_f32(b, b.CreateFNeg(unary(b, llvm::Intrinsic::fabs, x)));
-  llvm::Value* den = b.CreateFAdd(f(b, 1.0), e);
-  return b.CreateSelect(b.CreateFCmpOGE(x, f(b, 0.0)), b.CreateFDiv(f(b, 1.0), den),
-                        b.CreateFDiv(e, den));
+  // One division: r = 1 / (1 + e) is the result for x >= 0, and e * r for x < 0.
+  llvm::Value* r = b.CreateFDiv(f(b, 1.0), b.CreateFAdd(f(b, 1.0), e));
+  return b.CreateSelect(b.CreateFCmpOGE(x, f(b, 0.0)), r, b.CreateFMul(e, r));
 }
 
 }  // namespace kiln::jit::cpu
