@@ -48,6 +48,51 @@ bool row_readable(const Shape& t, const Shape& rows) {
   return t[rows.rank() - 1] == 1;
 }
 
+namespace {
+
+bool all_ones(const Shape& s) {
+  for (int64_t d : s)
+    if (d != 1) return false;
+  return true;
+}
+
+// Whether `members` can run as one row program (column == false) or column program over
+// `rows`: what each member reads must be available where the kernel computes it.
+bool valid_program(const ir::Graph& g, const std::vector<int>& producer,
+                   const std::set<int>& members, const Shape& rows, bool column) {
+  const int64_t r = rows.rank();
+  auto is_reduction = [&](int node) {
+    return g.nodes[static_cast<size_t>(node)].op.rfind("reduce_", 0) == 0;
+  };
+  for (int m : members) {
+    const ir::Node& n = g.nodes[static_cast<size_t>(m)];
+    if (is_reduction(m)) {
+      if (g.types[static_cast<size_t>(n.inputs[0])].shape != rows) return false;
+      continue;
+    }
+    const Shape& out = g.types[static_cast<size_t>(n.outputs[0])].shape;
+    const bool full = out == rows;
+    if (!full && (column || !is_row_value(out, rows))) return false;
+    for (int v : n.inputs) {
+      const Shape& vs = g.types[static_cast<size_t>(v)].shape;
+      const int p = producer[static_cast<size_t>(v)];
+      if (p < 0 || members.count(p) == 0) {
+        // From outside: a full member reads it as broadcasting does; a per-row member takes
+        // one element per row (the same per-row shape) or a single element.
+        if (full ? !row_readable(vs, rows) : !(all_ones(vs) || vs == out)) return false;
+        continue;
+      }
+      // A column program's reductions finish after the last row: nothing in it reads them.
+      if (column && is_reduction(p)) return false;
+      // A per-row value without the kept 1 broadcasts against the columns of a full one.
+      if (full && r > 1 && vs.rank() == r - 1) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 FusionPlan plan_fusion(const ir::Graph& g,
                        const std::function<Fusible(const ir::Graph&, const ir::Node&)>& classify) {
   const int num_nodes = static_cast<int>(g.nodes.size());
@@ -115,41 +160,21 @@ FusionPlan plan_fusion(const ir::Graph& g,
     const Fusible kind = n.outputs.size() == 1 ? classify(g, n) : Fusible::no;
     if (kind == Fusible::no) continue;
     const Shape& shape = g.types[static_cast<size_t>(n.outputs[0])].shape;
-    // Whether every input of `members` (plus node i) from outside them is readable in a row
-    // program over `rows`.
-    auto readable = [&](const std::vector<int>& members, const Shape& rows) {
-      std::set<int> in(members.begin(), members.end());
-      in.insert(i);
-      for (int m : in)
-        for (int v : g.nodes[static_cast<size_t>(m)].inputs) {
-          const int p = producer[static_cast<size_t>(v)];
-          if ((p < 0 || in.count(p) == 0) &&
-              !row_readable(g.types[static_cast<size_t>(v)].shape, rows))
-            return false;
-        }
-      return true;
+    auto valid_with = [&](const FusionGroup& grp, bool column) {
+      std::set<int> members(grp.nodes.begin(), grp.nodes.end());
+      members.insert(i);
+      return valid_program(g, producer, members, grp.shape, column);
     };
     auto joins = [&](const FusionGroup& grp) {
-      if (kind == Fusible::row_reduction) {
+      if (kind == Fusible::row_reduction || kind == Fusible::column_reduction) {
+        const bool column = kind == Fusible::column_reduction;
         const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
-        return !grp.column_program && grp.shape == in &&
-               (grp.row_program || readable(grp.nodes, in));
+        if (grp.shape != in || (column ? grp.row_program : grp.column_program)) return false;
+        return valid_with(grp, column);
       }
-      if (kind == Fusible::column_reduction) {
-        const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
-        return !grp.row_program && grp.shape == in &&
-               (grp.column_program || readable(grp.nodes, in));
-      }
-      if (grp.column_program) return shape == grp.shape && readable(grp.nodes, grp.shape);
-      if (!grp.row_program) return grp.shape == shape;
-      // A per-row value of rank r - 1 (a reduction without keepdims) broadcasts against the
-      // columns when combined with a full one: that is not what a row program computes.
-      if (shape == grp.shape)
-        for (int v : n.inputs)
-          if (g.types[static_cast<size_t>(v)].shape.rank() == grp.shape.rank() - 1 &&
-              grp.shape.rank() > 1)
-            return false;
-      return is_row_value(shape, grp.shape) && readable(grp.nodes, grp.shape);
+      if (grp.column_program) return shape == grp.shape && valid_with(grp, true);
+      if (grp.row_program) return valid_with(grp, false);
+      return grp.shape == shape;
     };
     int chosen = -1;
     for (int v : n.inputs) {
@@ -221,24 +246,11 @@ FusionPlan plan_fusion(const ir::Graph& g,
         if ((hg.row_program || cg.row_program) && (hg.column_program || cg.column_program))
           continue;
         if (hg.row_program || cg.row_program || hg.column_program || cg.column_program) {
-          // The union must read everything from outside as a row program can.
+          // The union must be a valid program.
           std::set<int> both(hg.nodes.begin(), hg.nodes.end());
           both.insert(cg.nodes.begin(), cg.nodes.end());
-          bool ok = true;
-          const int64_t r = cg.shape.rank();
-          for (int m : both) {
-            const ir::Node& mn = g.nodes[static_cast<size_t>(m)];
-            const bool full = g.types[static_cast<size_t>(mn.outputs[0])].shape == cg.shape;
-            for (int v : mn.inputs) {
-              const int p = producer[static_cast<size_t>(v)];
-              const Shape& vs = g.types[static_cast<size_t>(v)].shape;
-              if ((p < 0 || both.count(p) == 0) && !row_readable(vs, cg.shape)) ok = false;
-              // As when joining: a rank r - 1 member value read by a full elementwise member.
-              if (p >= 0 && both.count(p) != 0 && full && r > 1 && vs.rank() == r - 1 &&
-                  mn.op.rfind("reduce_", 0) != 0)
-                ok = false;
-            }
-          }
+          const bool ok =
+              valid_program(g, producer, both, cg.shape, hg.column_program || cg.column_program);
           if (!ok) continue;
         }
         FusionGroup& into = plan.groups[static_cast<size_t>(c)];

@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Builds and runs one of Kiln's libFuzzer targets for N minutes (clang from Debian).
-#   scripts/fuzz.sh ir_parser 10        # tracer/fuzz_ir_parser.cpp
-#   scripts/fuzz.sh saved_function 10   # tracer/fuzz_saved_function.cpp
-# Prints libFuzzer's summary (executions, corpus size); crashes are left as crash-* files.
+# Builds and runs one of Kiln's fuzzers for N minutes.
+#   scripts/fuzz.sh ir_parser 10        # libFuzzer (clang from Debian): tracer/fuzz_ir_parser.cpp
+#   scripts/fuzz.sh saved_function 10   # libFuzzer: tracer/fuzz_saved_function.cpp
+#   scripts/fuzz.sh jit 10 [SEED]       # test/jit_fuzz_main.cpp: random programs compiled by the
+#                                       # JIT against the interpreter, seeds from SEED (default:
+#                                       # from the clock; ctest's test_jit_fuzz runs 0..299)
+# libFuzzer targets print libFuzzer's summary (executions, corpus size) and leave crashes as
+# crash-* files; jit prints each defect (seed, reduced program, IR), the programs run and the
+# failing seeds, and exits 1 when it found one.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-target=${1:?usage: scripts/fuzz.sh ir_parser|saved_function MINUTES}
+target=${1:?usage: scripts/fuzz.sh ir_parser|saved_function|jit MINUTES}
 minutes=${2:-10}
-kiln_install_deps clang
 BUILD=${KILN_BUILD_DIR:-$KILN_ROOT/build}
+if [ "$target" = jit ]; then
+  kiln_install_deps
+  kiln_configure "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_BUILD_TESTS=ON >/dev/null
+  cmake --build "$BUILD" -j"$KILN_JOBS" --target jit_fuzz
+  exec "$BUILD/test/jit_fuzz" "$minutes" ${3:+"$3"}
+fi
+kiln_install_deps clang
 kiln_configure "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD" -j"$KILN_JOBS" --target kiln
 cd "$KILN_ROOT"
