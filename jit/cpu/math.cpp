@@ -20,6 +20,17 @@ llvm::Value* horner(llvm::IRBuilder<>& b, llvm::Value* x, std::initializer_list<
   return p;
 }
 
+// Inside these functions multiplies and adds may fuse into FMAs (LLVM's `contract`): fewer
+// instructions and no less accurate. Elementwise ops outside them stay exactly as written.
+struct Contract {
+  explicit Contract(llvm::IRBuilder<>& b) : guard(b) {
+    llvm::FastMathFlags fmf;
+    fmf.setAllowContract();
+    b.setFastMathFlags(fmf);
+  }
+  llvm::IRBuilder<>::FastMathFlagGuard guard;
+};
+
 llvm::Value* unary(llvm::IRBuilder<>& b, llvm::Intrinsic::ID id, llvm::Value* x) {
   return b.CreateUnaryIntrinsic(id, x);
 }
@@ -27,6 +38,7 @@ llvm::Value* unary(llvm::IRBuilder<>& b, llvm::Intrinsic::ID id, llvm::Value* x)
 }  // namespace
 
 llvm::Value* emit_exp_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  Contract contract(b);
   // x = n ln2 + r with |r| <= ln2 / 2; ln2 in two parts so that n * ln2 is exact enough.
   llvm::Value* xc = b.CreateBinaryIntrinsic(llvm::Intrinsic::maxnum, x, f(b, -104.0));
   xc = b.CreateBinaryIntrinsic(llvm::Intrinsic::minnum, xc, f(b, 89.0));
@@ -50,6 +62,7 @@ llvm::Value* emit_exp_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
 }
 
 llvm::Value* emit_log_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  Contract contract(b);
   // x = m 2^e with m in [sqrt(1/2), sqrt(2)); log x = log1p(m - 1) + e ln2.
   llvm::Value* sub = b.CreateFCmpOLT(x, f(b, std::numeric_limits<float>::min()));
   llvm::Value* xs = b.CreateSelect(sub, b.CreateFMul(x, f(b, 8388608.0)), x);
@@ -81,6 +94,7 @@ llvm::Value* emit_log_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
 }
 
 llvm::Value* emit_tanh_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  Contract contract(b);
   llvm::Value* ax = unary(b, llvm::Intrinsic::fabs, x);
   // |x| < 0.625: an odd polynomial; beyond: 1 - 2 / (exp(2|x|) + 1), with x's sign.
   llvm::Value* z = b.CreateFMul(x, x);
@@ -95,6 +109,7 @@ llvm::Value* emit_tanh_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
 }
 
 llvm::Value* emit_sigmoid_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
+  Contract contract(b);
   llvm::Value* e = emit_exp_f32(b, b.CreateFNeg(unary(b, llvm::Intrinsic::fabs, x)));
   // One division: r = 1 / (1 + e) is the result for x >= 0, and e * r for x < 0.
   llvm::Value* r = b.CreateFDiv(f(b, 1.0), b.CreateFAdd(f(b, 1.0), e));
