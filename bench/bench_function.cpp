@@ -48,7 +48,7 @@ void BM_trace_mlp_train_step(benchmark::State& state) {
       return loss;
     });
     auto cf = step.get_concrete_function(TensorSpec({128, 784}), TensorSpec({128}, i32));
-    benchmark::DoNotOptimize(cf.kernel_count());
+    benchmark::DoNotOptimize(cf.graph().nodes.size());  // tracing only: no compile
   }
 }
 BENCHMARK(BM_trace_mlp_train_step)->Unit(benchmark::kMicrosecond);
