@@ -287,49 +287,58 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
   return p;
 }
 
-namespace {
-
-void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm) {
+KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                         llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;
-  llvm::LLVMContext& ctx = em.ctx;
   llvm::Type* i64 = b.getInt64Ty();
   llvm::Type* ptr = b.getPtrTy();
+  KernelStart k;
   auto* fty = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, i64, i64}, false);
-  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
-  fn->addFnAttr("target-cpu", tm.getTargetCPU());
-  fn->addFnAttr("target-features", tm.getTargetFeatureString());
-  fn->addFnAttr(llvm::Attribute::NoUnwind);
-  llvm::Value* bufs = fn->getArg(0);
-  llvm::Value* dims = fn->getArg(1);
-  llvm::Value* begin = fn->getArg(2);
-  llvm::Value* end = fn->getArg(3);
-
-  auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
-  b.SetInsertPoint(entry);
-  // Base pointers, the one-element inputs' values, and the row geometry.
-  const FusionGroup& grp = *plan.group;
-  std::map<int, llvm::Value*> base, value;
+  k.fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
+  k.fn->addFnAttr("target-cpu", tm.getTargetCPU());
+  k.fn->addFnAttr("target-features", tm.getTargetFeatureString());
+  k.fn->addFnAttr(llvm::Attribute::NoUnwind);
+  llvm::Value* bufs = k.fn->getArg(0);
+  k.dims = k.fn->getArg(1);
+  k.begin = k.fn->getArg(2);
+  k.end = k.fn->getArg(3);
+  b.SetInsertPoint(llvm::BasicBlock::Create(em.ctx, "entry", k.fn));
   int slot = 0;
   auto next_ptr = [&] {
     return b.CreateLoad(ptr,
                         b.CreateConstInBoundsGEP1_64(ptr, bufs, static_cast<uint64_t>(slot++)));
   };
   for (const KernelInput& in : plan.inputs) {
-    const DType d = g.types[static_cast<size_t>(in.value)].dtype;
+    k.kind[in.value] = in.kind;
     if (in.kind == InputKind::immediate) {
-      const ir::Node* c = nullptr;
       for (const ir::Node& n : g.nodes)
-        if (n.op == "constant" && n.outputs[0] == in.value) c = &n;
-      value[in.value] = em.constant(g.constants[static_cast<size_t>(c->attrs.i("index"))]);
+        if (n.op == "constant" && n.outputs[0] == in.value)
+          k.fixed[in.value] = em.constant(g.constants[static_cast<size_t>(n.attrs.i("index"))]);
       continue;
     }
-    llvm::Value* p = next_ptr();
-    base[in.value] = p;
-    if (in.kind == InputKind::scalar) value[in.value] = em.load(d, p, b.getInt64(0));
+    k.base[in.value] = next_ptr();
+    if (in.kind == InputKind::scalar)
+      k.fixed[in.value] =
+          em.load(g.types[static_cast<size_t>(in.value)].dtype, k.base[in.value], b.getInt64(0));
   }
-  std::vector<llvm::Value*> out_ptrs;
-  for (size_t k = 0; k < grp.outputs.size(); ++k)
-    out_ptrs.push_back(next_ptr());
+  for (size_t o = 0; o < plan.group->outputs.size(); ++o)
+    k.out.push_back(next_ptr());
+  return k;
+}
+
+namespace {
+
+void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm) {
+  llvm::IRBuilder<>& b = em.b;
+  llvm::LLVMContext& ctx = em.ctx;
+  llvm::Type* i64 = b.getInt64Ty();
+  KernelStart start = start_kernel(em, g, plan, tm);
+  llvm::Function* fn = start.fn;
+  llvm::Value* dims = start.dims;
+  const FusionGroup& grp = *plan.group;
+  std::map<int, llvm::Value*>& base = start.base;
+  const std::map<int, llvm::Value*>& value = start.fixed;
+  const std::vector<llvm::Value*>& out_ptrs = start.out;
 
   // The body at one element: `flat` indexes full inputs and outputs; `bcast(k)` indexes the
   // k-th broadcast input.
@@ -372,7 +381,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   };
 
   if (!plan.rows) {
-    counted_loop(begin, end, "elem", [&](llvm::Value* i) { body(i, {}); });
+    counted_loop(start.begin, start.end, "elem", [&](llvm::Value* i) { body(i, {}); });
   } else {
     const int64_t r = plan.rank;
     auto dim = [&](int64_t k) {
@@ -388,7 +397,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
       if (in.kind == InputKind::broadcast)
         for (int64_t d = 0; d < r - 1; ++d)
           strides[in.value].push_back(dim(at++));
-    counted_loop(begin, end, "row", [&](llvm::Value* row) {
+    counted_loop(start.begin, start.end, "row", [&](llvm::Value* row) {
       // The row's index over the outer dims, innermost first, and each input's offset.
       std::map<int, llvm::Value*> offset;
       for (const auto& [v, s] : strides)

@@ -4,6 +4,7 @@
 // headers): scalar IR for one node at one element, loads and stores by dtype. Values live in
 // registers as float, double, or i1 for bool (stored as one byte).
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -185,6 +186,23 @@ struct Emitter {
     return binary(n.op, d0, in[0], in[1]);
   }
 };
+
+// The start every kernel shares (codegen.cpp): the function (the ABI of codegen.h, tuned for
+// the host CPU), its entry block as the insert point, the inputs' data pointers, the values
+// that are the same for the whole call (one-element inputs, loaded once, and immediates) and
+// the outputs' data pointers.
+struct KernelStart {
+  llvm::Function* fn = nullptr;
+  llvm::Value* dims = nullptr;
+  llvm::Value* begin = nullptr;
+  llvm::Value* end = nullptr;
+  std::map<int, llvm::Value*> base;   // input value -> its data
+  std::map<int, llvm::Value*> fixed;  // input value -> its value, when one element
+  std::map<int, InputKind> kind;      // input value -> how it is read
+  std::vector<llvm::Value*> out;      // per group output, its data
+};
+KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
+                         llvm::TargetMachine& tm);
 
 // The reduction kernels (reductions.cpp).
 void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,

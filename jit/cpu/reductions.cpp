@@ -15,39 +15,14 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
   llvm::IRBuilder<>& b = em.b;
   llvm::LLVMContext& ctx = em.ctx;
   llvm::Type* i64 = b.getInt64Ty();
-  llvm::Type* ptr = b.getPtrTy();
-  auto* fty = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, i64, i64}, false);
-  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
-  fn->addFnAttr("target-cpu", tm.getTargetCPU());
-  fn->addFnAttr("target-features", tm.getTargetFeatureString());
-  fn->addFnAttr(llvm::Attribute::NoUnwind);
-  llvm::Value* bufs = fn->getArg(0);
-  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
-  llvm::Value* cols = b.CreateLoad(i64, fn->getArg(1));
-
+  KernelStart start = start_kernel(em, g, plan, tm);
+  llvm::Function* fn = start.fn;
+  llvm::Value* cols = b.CreateLoad(i64, start.dims);
   const FusionGroup& grp = *plan.group;
-  std::map<int, llvm::Value*> base, fixed;  // buffers; values the same for the whole call
-  std::map<int, InputKind> kind;
-  int slot = 0;
-  auto next_ptr = [&] {
-    return b.CreateLoad(ptr,
-                        b.CreateConstInBoundsGEP1_64(ptr, bufs, static_cast<uint64_t>(slot++)));
-  };
-  for (const KernelInput& in : plan.inputs) {
-    kind[in.value] = in.kind;
-    const DType d = g.types[static_cast<size_t>(in.value)].dtype;
-    if (in.kind == InputKind::immediate) {
-      for (const ir::Node& n : g.nodes)
-        if (n.op == "constant" && n.outputs[0] == in.value)
-          fixed[in.value] = em.constant(g.constants[static_cast<size_t>(n.attrs.i("index"))]);
-      continue;
-    }
-    base[in.value] = next_ptr();
-    if (in.kind == InputKind::scalar) fixed[in.value] = em.load(d, base[in.value], b.getInt64(0));
-  }
-  std::vector<llvm::Value*> out_ptrs;
-  for (size_t k = 0; k < grp.outputs.size(); ++k)
-    out_ptrs.push_back(next_ptr());
+  std::map<int, llvm::Value*>& base = start.base;
+  const std::map<int, llvm::Value*>& fixed = start.fixed;
+  const std::map<int, InputKind>& kind = start.kind;
+  const std::vector<llvm::Value*>& out_ptrs = start.out;
   std::map<int, const ir::Node*> member;
   for (int i : grp.nodes)
     member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
@@ -187,43 +162,20 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   llvm::IRBuilder<>& b = em.b;
   llvm::LLVMContext& ctx = em.ctx;
   llvm::Type* i64 = b.getInt64Ty();
-  llvm::Type* ptr = b.getPtrTy();
-  auto* fty = llvm::FunctionType::get(b.getVoidTy(), {ptr, ptr, i64, i64}, false);
-  auto* fn = llvm::Function::Create(fty, llvm::Function::ExternalLinkage, plan.name, em.mod);
-  fn->addFnAttr("target-cpu", tm.getTargetCPU());
-  fn->addFnAttr("target-features", tm.getTargetFeatureString());
-  fn->addFnAttr(llvm::Attribute::NoUnwind);
-  llvm::Value* bufs = fn->getArg(0);
-  llvm::Value* begin = fn->getArg(2);
-  llvm::Value* end = fn->getArg(3);
-  b.SetInsertPoint(llvm::BasicBlock::Create(ctx, "entry", fn));
-  llvm::Value* cols = b.CreateLoad(i64, fn->getArg(1));
-  llvm::Value* rows = b.CreateLoad(i64, b.CreateConstInBoundsGEP1_64(i64, fn->getArg(1), 1));
-
+  KernelStart start = start_kernel(em, g, plan, tm);
+  llvm::Function* fn = start.fn;
+  llvm::Value* begin = start.begin;
+  llvm::Value* end = start.end;
+  llvm::Value* cols = b.CreateLoad(i64, start.dims);
+  llvm::Value* rows = b.CreateLoad(i64, b.CreateConstInBoundsGEP1_64(i64, start.dims, 1));
   const FusionGroup& grp = *plan.group;
-  std::map<int, llvm::Value*> base, fixed;
-  std::map<int, InputKind> kind;
-  int slot = 0;
-  auto next_ptr = [&] {
-    return b.CreateLoad(ptr,
-                        b.CreateConstInBoundsGEP1_64(ptr, bufs, static_cast<uint64_t>(slot++)));
-  };
+  std::map<int, llvm::Value*>& base = start.base;
+  const std::map<int, llvm::Value*>& fixed = start.fixed;
+  const std::map<int, InputKind>& kind = start.kind;
   auto dtype = [&](int v) { return g.types[static_cast<size_t>(v)].dtype; };
-  for (const KernelInput& in : plan.inputs) {
-    kind[in.value] = in.kind;
-    if (in.kind == InputKind::immediate) {
-      for (const ir::Node& n : g.nodes)
-        if (n.op == "constant" && n.outputs[0] == in.value)
-          fixed[in.value] = em.constant(g.constants[static_cast<size_t>(n.attrs.i("index"))]);
-      continue;
-    }
-    base[in.value] = next_ptr();
-    if (in.kind == InputKind::scalar)
-      fixed[in.value] = em.load(dtype(in.value), base[in.value], b.getInt64(0));
-  }
   std::map<int, llvm::Value*> out_ptr;
-  for (int o : grp.outputs)
-    out_ptr[o] = next_ptr();
+  for (size_t o = 0; o < grp.outputs.size(); ++o)
+    out_ptr[grp.outputs[o]] = start.out[o];
   std::map<int, const ir::Node*> member;
   for (int i : grp.nodes)
     member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
