@@ -68,6 +68,10 @@ bool valid_program(const ir::Graph& g, const std::vector<int>& producer,
     const ir::Node& n = g.nodes[static_cast<size_t>(m)];
     if (is_reduction(m)) {
       if (g.types[static_cast<size_t>(n.inputs[0])].shape != rows) return false;
+      // (With size-1 dims a reduction's result can have the space's shape: in a column
+      // program another reduction cannot read it, it is ready only after the last row.)
+      const int p = producer[static_cast<size_t>(n.inputs[0])];
+      if (column && p >= 0 && members.count(p) != 0 && is_reduction(p)) return false;
       continue;
     }
     const Shape& out = g.types[static_cast<size_t>(n.outputs[0])].shape;
@@ -79,7 +83,11 @@ bool valid_program(const ir::Graph& g, const std::vector<int>& producer,
       if (p < 0 || members.count(p) == 0) {
         // From outside: a full member reads it as broadcasting does; a per-row member takes
         // one element per row (the same per-row shape) or a single element.
-        if (full ? !row_readable(vs, rows) : !(all_ones(vs) || vs == out)) return false;
+        // (A per-row shape that is also a column's, when rows == columns, would be read
+        // both ways: refused.)
+        if (full ? !row_readable(vs, rows)
+                 : !(all_ones(vs) || (vs == out && !is_column_value(vs, rows))))
+          return false;
         continue;
       }
       // A column program's reductions finish after the last row: nothing in it reads them.
