@@ -163,6 +163,13 @@ bool GradientTape::is_recording_here() const {
   return recording_ && hook_is_installed(this);
 }
 
+std::vector<GradientTape*> GradientTape::recording_here() {
+  std::vector<GradientTape*> out;
+  for (GradientTape* t : t_tapes)
+    if (t->is_recording_here()) out.push_back(t);
+  return out;
+}
+
 void GradientTape::reset() {
   entries_.clear();
   tracked_.clear();

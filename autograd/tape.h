@@ -96,6 +96,8 @@ class GradientTape : public DispatchHook {
                       ClosureVjp vjp);
   // Whether this tape is installed on this thread now (not hidden by SuspendHooks).
   bool is_recording_here() const;
+  // The tapes recording and installed on this thread now, outermost first.
+  static std::vector<GradientTape*> recording_here();
   // The tapes recording on this thread, outermost first.
   static std::vector<GradientTape*> active();
 

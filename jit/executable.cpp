@@ -2,14 +2,12 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 
-#include <unistd.h>
-
 #include <kiln/backends/cpu/parallel.h>
 #include <kiln/jit/pipeline.h>
+#include <kiln/tracer/file_util.h>
 
 namespace kiln::jit {
 namespace {
@@ -26,26 +24,8 @@ void dump(const std::string& dir, const std::string& name, const std::string& su
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::create_directories(dir, ec);
-  std::string safe = name;
-  for (char& c : safe)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') c = '_';
-  const fs::path path = fs::path(dir) / (safe + "." + suffix);
-  const fs::path tmp = fs::path(path).concat(fmt::format(".tmp{}", ::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    KILN_CHECK(out.good(), "KILN_DUMP: cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path, ec);
-  KILN_CHECK(!ec, "KILN_DUMP: cannot rename {} to {}: {}", tmp.string(), path.string(),
-             ec.message());
-}
-
-bool matches(const TensorType& spec, const Tensor& t) {
-  if (spec.dtype != t.dtype() || spec.shape.rank() != t.rank()) return false;
-  for (int64_t d = 0; d < t.rank(); ++d)
-    if (spec.shape[d] >= 0 && spec.shape[d] != t.dim(d)) return false;
-  return true;
+  const fs::path path = fs::path(dir) / (file_safe(name) + "." + suffix);
+  write_file_atomically(path, text, "KILN_DUMP");
 }
 
 // Nodes that run a kernel of their own when not fused (library calls and eager kernels).
@@ -339,7 +319,7 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorType& spec = g.types[static_cast<size_t>(g.params[i])];
-    KILN_CHECK(inputs[i].defined() && matches(spec, inputs[i]),
+    KILN_CHECK(inputs[i].defined() && tracer::fits(spec, inputs[i]),
                "function '{}': input {} is {} but the signature says {}{}", g.name, i,
                inputs[i].defined() ? inputs[i].type_str() : "undefined", name(spec.dtype),
                spec.shape.str());

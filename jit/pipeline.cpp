@@ -5,14 +5,11 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-
-#include <unistd.h>
 
 #include <kiln/jit/graph_util.h>
+#include <kiln/tracer/file_util.h>
 
 namespace kiln::jit {
-namespace {
 
 std::string file_safe(const std::string& name) {
   std::string out = name.empty() ? std::string("fn") : name;
@@ -22,6 +19,8 @@ std::string file_safe(const std::string& name) {
       c = '_';
   return out;
 }
+
+namespace {
 
 // Writes the graph's text under KILN_DUMP (or options.dump_dir), numbered in pipeline order.
 class Dumper {
@@ -38,15 +37,7 @@ class Dumper {
     std::error_code ec;
     fs::create_directories(dir_, ec);
     const fs::path path = fs::path(dir_) / fmt::format("{}.{:02}.{}.ir", name_, count_++, stage);
-    const fs::path tmp = fs::path(path).concat(fmt::format(".tmp{}", ::getpid()));
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      out << ir::print(g);
-      KILN_CHECK(out.good(), "KILN_DUMP: cannot write {}", tmp.string());
-    }
-    fs::rename(tmp, path, ec);
-    KILN_CHECK(!ec, "KILN_DUMP: cannot rename {} to {}: {}", tmp.string(), path.string(),
-               ec.message());
+    write_file_atomically(path, ir::print(g), "KILN_DUMP");
   }
 
  private:

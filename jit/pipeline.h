@@ -32,6 +32,9 @@ struct PipelineOptions {
   std::string dump_dir;
 };
 
+// `name` with every character other than [A-Za-z0-9_.-] made '_' (KILN_DUMP file names).
+std::string file_safe(const std::string& name);
+
 // The simplification passes in the order the pipeline runs them.
 std::vector<Pass> simplify_passes();
 

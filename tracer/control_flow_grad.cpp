@@ -11,12 +11,10 @@
 namespace kiln::tracer {
 namespace {
 
+// The tapes that record the current trace's ops.
 std::vector<GradientTape*> tapes_here() {
-  std::vector<GradientTape*> out;
-  if (TraceContext::current() == nullptr) return out;
-  for (GradientTape* t : GradientTape::active())
-    if (t->is_recording_here()) out.push_back(t);
-  return out;
+  if (TraceContext::current() == nullptr) return {};
+  return GradientTape::recording_here();
 }
 
 const ir::Node* first_side_effect(const ir::Graph& g) {

@@ -6,10 +6,7 @@
 namespace kiln {
 
 bool TensorSpec::accepts(const Tensor& t) const {
-  if (t.dtype() != dtype || t.rank() != shape.rank()) return false;
-  for (int64_t d = 0; d < t.rank(); ++d)
-    if (shape[d] >= 0 && shape[d] != t.dim(d)) return false;
-  return true;
+  return tracer::fits(type(), t);
 }
 
 std::string ConcreteFunction::ir(IRStage stage) const {

@@ -33,13 +33,6 @@ Compiler compiler() {
 
 namespace {
 
-std::vector<GradientTape*> tapes_here() {
-  std::vector<GradientTape*> out;
-  for (GradientTape* t : GradientTape::active())
-    if (t->is_recording_here()) out.push_back(t);
-  return out;
-}
-
 // The floating variables a graph reads, in the order of its variable slots.
 std::vector<Variable> floating_variables(const ir::Graph& g) {
   std::vector<Variable> out;
@@ -82,7 +75,7 @@ std::vector<Tensor> ConcreteFunction::call_flat(const std::vector<Tensor>& input
 }
 
 std::vector<Tensor> ConcreteFunction::call_recorded(const std::vector<Tensor>& inputs) const {
-  const std::vector<GradientTape*> tapes = tapes_here();
+  const std::vector<GradientTape*> tapes = GradientTape::recording_here();
   bool wanted = !floating_variables(*graph_).empty();
   for (GradientTape* t : tapes)
     for (const Tensor& x : inputs)

@@ -7,16 +7,12 @@
 #include <kiln/tracer/trace.h>
 
 namespace kiln::tracer {
-namespace {
-
-bool matches(const TensorType& spec, const Tensor& t) {
+bool fits(const TensorType& spec, const Tensor& t) {
   if (spec.dtype != t.dtype() || spec.shape.rank() != t.rank()) return false;
   for (int64_t d = 0; d < t.rank(); ++d)
     if (spec.shape[d] >= 0 && spec.shape[d] != t.dim(d)) return false;
   return true;
 }
-
-}  // namespace
 
 void run_node(const ir::Graph& g, const ir::Node& n, std::vector<Tensor>& vals,
               const std::vector<ir::VariableSlot>& vars) {
@@ -89,7 +85,7 @@ std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inp
   std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorType& spec = g.types[g.params[i]];
-    KILN_CHECK(inputs[i].defined() && matches(spec, inputs[i]),
+    KILN_CHECK(inputs[i].defined() && fits(spec, inputs[i]),
                "function '{}': input {} is {} but the signature says {}{}", g.name, i,
                inputs[i].defined() ? inputs[i].type_str() : "undefined", name(spec.dtype),
                spec.shape.str());

@@ -1,6 +1,6 @@
 #include <kiln/tracer/saved_function.h>
 
-#include <unistd.h>
+#include <kiln/tracer/file_util.h>
 
 #include <algorithm>
 #include <bit>
@@ -82,29 +82,8 @@ std::string read_file(const fs::path& path, uintmax_t max_size, const std::strin
   return bytes;
 }
 
-// Writes to "<path>.tmp.<pid>" and renames it into place.
 void write_atomic(const fs::path& path, std::string_view bytes) {
-  const fs::path tmp = path.string() + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    KILN_CHECK(out.good(), "saved_function::save: cannot create {}", tmp.string());
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      KILN_FAIL("saved_function::save: writing {} failed", tmp.string());
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::error_code ignored;
-    fs::remove(tmp, ignored);
-    KILN_FAIL("saved_function::save: cannot rename {} to {}: {}", tmp.string(), path.string(),
-              ec.message());
-  }
+  write_file_atomically(path, bytes, "saved_function::save");
 }
 
 json::Value shape_json(const Shape& s) {
@@ -456,12 +435,7 @@ void save_concrete(const std::string& dir, const std::string& name,
 bool SignatureInfo::accepts(const std::vector<Tensor>& in) const {
   if (in.size() != inputs.size()) return false;
   for (size_t i = 0; i < in.size(); ++i) {
-    if (!in[i].defined() || in[i].is_symbolic()) return false;
-    const TensorType& t = inputs[i];
-    if (in[i].dtype() != t.dtype || in[i].rank() != t.shape.rank()) return false;
-    for (int64_t d = 0; d < in[i].rank(); ++d)
-      if (t.shape[static_cast<size_t>(d)] >= 0 && t.shape[static_cast<size_t>(d)] != in[i].dim(d))
-        return false;
+    if (!in[i].defined() || in[i].is_symbolic() || !tracer::fits(inputs[i], in[i])) return false;
   }
   return true;
 }

@@ -95,6 +95,9 @@ ir::Graph trace(const std::string& name, const std::vector<TensorType>& params,
                 const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fn,
                 bool allow_variable_creation);
 
+// Whether t has spec's dtype and rank and its size in every known (non -1) dim.
+bool fits(const TensorType& spec, const Tensor& t);
+
 // Runs a graph with the eager kernels (the reference semantics of every compiled function).
 // `variables`: the outermost graph's variables, when g is a region (null: g's own).
 std::vector<Tensor> interpret(const ir::Graph& g, const std::vector<Tensor>& inputs,

@@ -24,9 +24,8 @@
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/Transforms/Utils/Cloning.h>
 
-#include <unistd.h>
-
 #include <kiln/core/registry.h>
+#include <kiln/tracer/file_util.h>
 
 #include "emitter.h"
 
@@ -132,22 +131,18 @@ std::optional<std::string> read_cached(const std::string& dir, uint64_t key) {
 }
 
 void write_cached(const std::string& dir, uint64_t key, const std::string& obj) {
-  namespace fs = std::filesystem;
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  const fs::path path = cache_path(dir, key);
-  const fs::path tmp = fs::path(path).concat(fmt::format(".tmp{}", ::getpid()));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    const uint64_t size = obj.size(), hash = fnv1a(obj);
-    out.write(kMagic, 8);
-    out.write(reinterpret_cast<const char*>(&size), 8);
-    out.write(reinterpret_cast<const char*>(&hash), 8);
-    out.write(obj.data(), static_cast<std::streamsize>(obj.size()));
-    if (!out.good()) return;  // a cache: failing to fill it only costs a later compile
+  std::filesystem::create_directories(dir, ec);
+  const uint64_t size = obj.size(), hash = fnv1a(obj);
+  std::string bytes(kMagic, 8);
+  bytes.append(reinterpret_cast<const char*>(&size), 8);
+  bytes.append(reinterpret_cast<const char*>(&hash), 8);
+  bytes += obj;
+  try {
+    write_file_atomically(cache_path(dir, key), bytes, "KILN_CACHE_DIR");
+  } catch (const Error&) {
+    // A cache: failing to fill it only costs a later compile.
   }
-  fs::rename(tmp, path, ec);
-  if (ec) fs::remove(tmp, ec);
 }
 
 [[noreturn]] void fail(llvm::Error e, const char* what) {
