@@ -6,7 +6,8 @@ KILN_JOBS=${KILN_JOBS:-$(nproc)}
 
 # Debian packages Kiln builds against (DESIGN.md section 5).
 KILN_PACKAGES=(build-essential cmake ninja-build ccache pkg-config git
-  llvm-19-dev libdnnl-dev libfmt-dev catch2 zlib1g-dev libbenchmark-dev libomp-dev)
+  llvm-19-dev libdnnl-dev libfmt-dev catch2 zlib1g-dev libbenchmark-dev libomp-dev
+  dataset-fashion-mnist)
 
 kiln_install_deps() {
   local missing=()

@@ -5,5 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 kiln_install_deps
 BUILD=${KILN_BUILD_DIR:-$KILN_ROOT/build}
 kiln_configure "$BUILD" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$BUILD" -j"$KILN_JOBS" --target tour
-"$BUILD/tour"
+cmake --build "$BUILD" -j"$KILN_JOBS" --target fashion_mnist_mlp
+"$BUILD/fashion_mnist_mlp" "$@"
