@@ -94,6 +94,30 @@ std::vector<TensorType> infer_conv2d(const OpDef&, std::span<const TensorType> i
   return {TensorType{x.dtype, Shape{x.shape[0], oh, ow, w.shape[3]}}};
 }
 
+// conv2d_bias_act(x, filter, bias) {strides, dilations, padding, act}: the JIT's fusion of
+// conv2d, a bias add and an optional relu into one library call (oneDNN post-ops). f32; the
+// bias holds one value per output channel, [C] or [1, ..., 1, C] (rank <= 4).
+std::vector<TensorType> infer_conv2d_bias_act(const OpDef& op, std::span<const TensorType> in,
+                                              const Attrs& attrs) {
+  const TensorType& bias = in[2];
+  KILN_CHECK(in[0].dtype == DType::f32 && in[1].dtype == DType::f32 && bias.dtype == DType::f32,
+             "conv2d_bias_act: needs f32 operands: x {}, filter {}, bias {}", tstr(in[0]),
+             tstr(in[1]), tstr(bias));
+  const std::string& act = attrs.str("act");
+  KILN_CHECK(act == "none" || act == "relu", "conv2d_bias_act: unknown activation '{}'", act);
+  std::vector<TensorType> out = infer_conv2d(op, in.subspan(0, 2), attrs);
+  const int64_t c = out[0].shape[3];
+  const int64_t r = bias.shape.rank();
+  bool ok = r >= 1 && r <= 4;
+  for (int64_t i = 0; ok && i + 1 < r; ++i)
+    ok = bias.shape[static_cast<size_t>(i)] == 1;
+  const int64_t bc = ok ? bias.shape[static_cast<size_t>(r - 1)] : 0;
+  KILN_CHECK(ok && (bc == c || bc < 0 || c < 0),
+             "conv2d_bias_act: bias {} is not one value per channel of the output {}", tstr(bias),
+             tstr(out[0]));
+  return out;
+}
+
 std::vector<TensorType> infer_pool(const OpDef& def, std::span<const TensorType> in,
                                    const Attrs& a) {
   const char* Op = def.name().c_str();
@@ -140,6 +164,15 @@ KILN_STATIC_INIT {
       .set_flags(kContraction)
       .set_infer(infer_conv2d)
       .set_doc("2-D convolution, x NHWC, filter HWIO; attrs strides, dilations, padding.");
+  registry()
+      .mutable_op("conv2d_bias_act")
+      .set_num_inputs(3)
+      .set_flags(kContraction | kNotDifferentiable)
+      .set_infer(infer_conv2d_bias_act)
+      .set_doc(
+          "act(conv2d(x, filter) + bias) in one oneDNN call, bias one value per output channel "
+          "(attrs of conv2d plus act: none or relu); made by the JIT from conv2d, add and relu, "
+          "after differentiation.");
   registry()
       .mutable_op(kMaxPool)
       .set_num_inputs(1)

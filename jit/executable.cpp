@@ -37,6 +37,7 @@ bool runs_a_kernel(const ir::Node& n) {
 
 Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   matmul_epilogue().run(graph_);
+  conv_epilogue().run(graph_);
   for (const TensorType& t : graph_.types)
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);

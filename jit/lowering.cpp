@@ -25,6 +25,7 @@ const Call kCalls[] = {
     {"matmul", {"oneDNN matmul (f32), own loops for other dtypes"}},
     {"matmul_bias_act", {"oneDNN matmul with a bias and a relu post-op"}},
     {"conv2d", {"oneDNN convolution (f32)"}},
+    {"conv2d_bias_act", {"oneDNN convolution with a bias and a relu post-op (f32)"}},
     {"conv2d_backprop_input", {"oneDNN convolution backward data (f32)"}},
     {"conv2d_backprop_filter", {"oneDNN convolution backward weights (f32)"}},
     {"max_pool2d", {"oneDNN pooling (f32)"}},

@@ -8,6 +8,8 @@
 
 #include <kiln/jit/cpu/codegen.h>
 #include <kiln/jit/lowering.h>
+#include <kiln/jit/pass.h>
+#include <kiln/tracer/saved_function.h>
 
 #include "corpus.h"
 
@@ -19,14 +21,10 @@ namespace {
 
 const FunctionOptions kInterpreted{.name = "ref", .jit_compile = false};
 
-// Max relative error of an f32 unary function compiled by the JIT against libm in f64, over
-// n points evenly spaced in [lo, hi].
-double max_rel_error(Tensor (*op)(const Tensor&), double (*ref)(double), double lo, double hi,
-                     int64_t n = 200001) {
-  std::vector<float> xs(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    xs[static_cast<size_t>(i)] =
-        static_cast<float>(lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(n - 1));
+// Max relative error of an f32 unary function compiled by the JIT against libm in f64, at xs.
+double max_rel_error_at(Tensor (*op)(const Tensor&), double (*ref)(double),
+                        const std::vector<float>& xs) {
+  const int64_t n = static_cast<int64_t>(xs.size());
   auto f = kiln::function([op](const Tensor& x) { return op(x); });
   const Tensor x = from_vector(xs, {n});
   REQUIRE(f.get_concrete_function(x).compiled());
@@ -38,6 +36,26 @@ double max_rel_error(Tensor (*op)(const Tensor&), double (*ref)(double), double 
         worst, std::abs(static_cast<double>(got[i]) - want) / std::max(std::abs(want), 1e-30));
   }
   return worst;
+}
+
+// The same over n points evenly spaced in [lo, hi].
+double max_rel_error(Tensor (*op)(const Tensor&), double (*ref)(double), double lo, double hi,
+                     int64_t n = 200001) {
+  std::vector<float> xs(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    xs[static_cast<size_t>(i)] =
+        static_cast<float>(lo + (hi - lo) * static_cast<double>(i) / static_cast<double>(n - 1));
+  return max_rel_error_at(op, ref, xs);
+}
+
+// Points from lo to hi (both > 0) growing by `factor`, each with both signs.
+std::vector<float> geometric(double lo, double hi, double factor) {
+  std::vector<float> xs;
+  for (double x = lo; x <= hi; x *= factor) {
+    xs.push_back(static_cast<float>(x));
+    xs.push_back(static_cast<float>(-x));
+  }
+  return xs;
 }
 
 double sigmoid_ref(double x) {
@@ -126,6 +144,70 @@ TEST_CASE("jit: polynomial exp, log, tanh and sigmoid against libm") {
         CHECK(std::abs(got[i] - want) <= 2e-7 * std::abs(want));
     }
   }
+}
+
+TEST_CASE("jit: polynomial erf against libm, and gelu through it in one vector kernel") {
+  auto report = [](const char* name, double err) {
+    INFO(name << ": max relative error " << err);
+    CHECK(err <= 2e-7);
+  };
+  auto erf_ref = [](double x) { return std::erf(x); };
+  report("erf every 1e-4 in [-6, 6]", max_rel_error(kiln::erf, erf_ref, -6, 6, 120001));
+  // Near 0 erf x ~ 2x / sqrt(pi): the relative error must stay small down to tiny x.
+  report("erf near 0", max_rel_error_at(kiln::erf, erf_ref, geometric(1e-37, 1, 1.001)));
+  // Where the pieces meet, densely.
+  report("erf near 1", max_rel_error(kiln::erf, erf_ref, 0.999, 1.001, 20001));
+  report("erf near 3.92", max_rel_error(kiln::erf, erf_ref, 3.9, 3.94, 20001));
+  report("erf tails", max_rel_error_at(kiln::erf, erf_ref, geometric(3, 3e38, 1.01)));
+  // Special values: the sign of zero, +-1 at the infinities, NaN.
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> in = {0.f, -0.f, inf, -inf, NAN, 1e-40f, -1e-40f};
+  const std::vector<float> got =
+      kiln::function([](const Tensor& x) { return erf(x); })(from_vector(in, {7}))
+          .to_vector<float>();
+  CHECK((got[0] == 0.f && !std::signbit(got[0])));
+  CHECK((got[1] == 0.f && std::signbit(got[1])));
+  CHECK(got[2] == 1.f);
+  CHECK(got[3] == -1.f);
+  CHECK(std::isnan(got[4]));
+  CHECK(std::abs(got[5] - std::erf(1e-40f)) <= 2e-45f);  // subnormals: an ulp of them
+  CHECK(std::abs(got[6] - std::erf(-1e-40f)) <= 2e-45f);
+
+  // gelu is 0.5 x (1 + erf(x / sqrt 2)) in core: one kernel, no libm call, vector code.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_gelu_{}", ::getpid());
+  fs::remove_all(dir);
+  ::setenv("KILN_DUMP", dir.c_str(), 1);
+  auto g = kiln::function([](const Tensor& x) { return gelu(x); }, {.name = "gelu_poly"});
+  const int64_t n = 100001;
+  std::vector<float> xs(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    xs[static_cast<size_t>(i)] = static_cast<float>(-10 + 20 * static_cast<double>(i) / (n - 1));
+  const Tensor x = from_vector(xs, {n});
+  const std::vector<float> y = g(x).to_vector<float>();
+  ::unsetenv("KILN_DUMP");
+  CHECK(g.get_concrete_function(x).kernel_count() == 1);
+  auto read = [&](const char* suffix) {
+    std::ifstream in(dir / (std::string("gelu_poly.") + suffix));
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string ll = read("ll"), s = read("s");
+  CHECK(ll.find("x float>") != std::string::npos);  // vectorized
+  CHECK(ll.find("@erff") == std::string::npos);
+  CHECK(s.find("erff") == std::string::npos);
+  fs::remove_all(dir);
+  // Against the interpreter (libm's erff), and against gelu in f64: the error is absolute
+  // where 1 + erf cancels (x < 0), relative to x elsewhere.
+  check_close(g(x), kiln::function([](const Tensor& x) { return gelu(x); }, kInterpreted)(x), 1e-5,
+              1e-6);
+  double worst = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const double v = xs[i];
+    const double want = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    worst = std::max(worst, std::abs(y[i] - want) / std::max(std::abs(v), 1.0));
+  }
+  INFO("gelu: max error " << worst << " of max(|x|, 1)");
+  CHECK(worst <= 2e-7);
 }
 
 TEST_CASE("jit: four threads call one compiled function at once") {
@@ -259,6 +341,125 @@ TEST_CASE("jit: matmul + bias + relu is one library call") {
   });
   const auto out = h(x, w, b);
   check_close(out[0], relu(matmul(x, w) + b), 1e-5, 1e-6);
+}
+
+TEST_CASE("jit: conv2d + bias + relu is one library call") {
+  using Conv = std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)>;
+  const Tensor x = rnd({2, 9, 9, 3}, 1), w = rnd({3, 3, 3, 8}, 2), b = rnd({8}, 3);
+  const Tensor b4 = reshape(b, {1, 1, 1, 8});
+  struct Case {
+    const char* name;
+    Conv fn;
+    const Tensor& bias;
+    int64_t kernels;  // kernel_count() compiled
+    bool fused;       // whether the optimized graph holds conv2d_bias_act
+  };
+  const std::vector<Case> cases = {
+      {"relu(conv + b), SAME",
+       [](auto& x, auto& w, auto& b) {
+         return relu(conv2d(x, w, {1, 1}, Padding::same) + b);
+       },
+       b, 1, true},
+      {"b + conv, stride 2, VALID, no relu",
+       [](auto& x, auto& w, auto& b) {
+         return b + conv2d(x, w, {2, 2});
+       },
+       b, 1, true},
+      {"relu(conv + b) dilated, b [1,1,1,C]",
+       [](auto& x, auto& w, auto& b) {
+         return relu(conv2d(x, w, {1, 1}, Padding::valid, {2, 2}) + b);
+       },
+       b4, 1, true},
+      {"the sum used twice: bias fused, relu a kernel",
+       [](auto& x, auto& w, auto& b) {
+         Tensor s = conv2d(x, w) + b;
+         return relu(s) * s;
+       },
+       b, 2, true},
+      {"the convolution used twice: no fusion",
+       [](auto& x, auto& w, auto& b) {
+         Tensor y = conv2d(x, w);
+         return relu(y + b) - y;
+       },
+       b, 2, false},
+      {"a scalar bias: no fusion",
+       [](auto& x, auto& w, auto&) { return relu(conv2d(x, w) + 0.5f); }, b, 2, false},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    auto f = kiln::function(c.fn);
+    const ConcreteFunction cf = f.get_concrete_function(x, w, c.bias);
+    CHECK(cf.kernel_count() == c.kernels);
+    CHECK((cf.ir(IRStage::optimized).find("conv2d_bias_act") != std::string::npos) == c.fused);
+    check_close(f(x, w, c.bias), kiln::function(c.fn, kInterpreted)(x, w, c.bias), 1e-5, 1e-6);
+  }
+  // A dynamic batch, including a batch of 1; NaN and -inf through the relu as eagerly (0).
+  auto layer = [](const Tensor& x, const Tensor& w, const Tensor& b) {
+    return relu(conv2d(x, w, {1, 1}, Padding::same) + b);
+  };
+  auto dyn =
+      kiln::function(layer, std::vector<TensorSpec>{TensorSpec({-1, 9, 9, 3}),
+                                                    TensorSpec({3, 3, 3, 8}), TensorSpec({8})});
+  auto ref = kiln::function(layer, kInterpreted);
+  for (int64_t n : {1, 5}) {
+    const Tensor xn = rnd({n, 9, 9, 3}, static_cast<uint32_t>(n));
+    check_close(dyn(xn, w, b), ref(xn, w, b), 1e-5, 1e-6);
+  }
+  CHECK(dyn.get_concrete_function(x, w, b).kernel_count() == 1);
+  std::vector<float> bad = b.to_vector<float>();
+  bad[0] = NAN;
+  bad[1] = -std::numeric_limits<float>::infinity();
+  const Tensor bb = from_vector(bad, {8});
+  const std::vector<float> got = dyn(x, w, bb).to_vector<float>();
+  const std::vector<float> want = ref(x, w, bb).to_vector<float>();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (i % 8 < 2) CHECK(got[i] == want[i]);
+  CHECK(want[0] == 0.f);
+}
+
+TEST_CASE("jit: conv_epilogue's golden IR, its round trip, and a saved function using it") {
+  ir::Graph g = ir::parse(R"(
+func @f(%0: f32[2,5,5,3], %1: f32[3,3,3,4], %2: f32[4], %3: f32[3,3,4]) -> (f32[2,3,3,4], f32[2,3,3,4]) {
+  %4 = conv2d(%0, %1) {strides = [1, 1], dilations = [1, 1], padding = "VALID"} : f32[2,3,3,4]
+  %5 = add(%2, %4) : f32[2,3,3,4]
+  %6 = relu(%5) : f32[2,3,3,4]
+  %7 = conv2d(%0, %1) {strides = [1, 1], dilations = [1, 1], padding = "VALID"} : f32[2,3,3,4]
+  %8 = add(%7, %3) : f32[2,3,3,4]
+  return %6, %8
+}
+)");
+  CHECK(jit::conv_epilogue().run(g));
+  ir::verify(g);
+  const std::string out = ir::print(g);
+  CHECK(out ==
+        "func @f(%0: f32[2,5,5,3], %1: f32[3,3,3,4], %2: f32[4], %3: f32[3,3,4]) -> "
+        "(f32[2,3,3,4], f32[2,3,3,4]) {\n"
+        "  %4 = conv2d_bias_act(%0, %1, %2) {strides = [1, 1], dilations = [1, 1], padding = "
+        "\"VALID\", act = \"relu\"} : f32[2,3,3,4]\n"
+        "  %5 = conv2d(%0, %1) {strides = [1, 1], dilations = [1, 1], padding = \"VALID\"} : "
+        "f32[2,3,3,4]\n"
+        "  %6 = add(%5, %3) : f32[2,3,3,4]\n"
+        "  return %4, %6\n"
+        "}\n");
+  CHECK(ir::print(ir::parse(out)) == out);
+  CHECK_FALSE(jit::conv_epilogue().run(g));  // a bias per pixel ([3,3,4]) stays an add
+
+  // A saved function holds the traced graph; loaded, it compiles with the fusion.
+  namespace fs = std::filesystem;
+  namespace sf = kiln::saved_function;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_conv_saved_{}", ::getpid());
+  fs::remove_all(dir);
+  Variable w(rnd({3, 3, 3, 4}, 1), "w"), b(rnd({4}, 2), "b");
+  auto layer = [&](const Tensor& x) { return relu(conv2d(x, w, {1, 1}, Padding::same) + b); };
+  auto f = kiln::function(layer, {.name = "conv_layer"});
+  const Tensor x = rnd({2, 5, 5, 3}, 3);
+  const Tensor want = f(x);
+  sf::save(dir.string(), f);
+  const sf::Loaded m = sf::load(dir.string());
+  check_close(m(x), want, 0, 0);  // the same compiled graph: bit-identical
+  CHECK(m.concrete_function(0).kernel_count() == 1);
+  check_close(m(x), kiln::function(layer, kInterpreted)(x), 1e-5, 1e-6);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("jit: a compiled train step peaks at no more memory than the eager step") {

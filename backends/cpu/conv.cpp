@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <unordered_map>
 
 #include <kiln/backends/cpu/kernel_util.h>
 #include <kiln/backends/cpu/onednn.h>
@@ -22,21 +23,35 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 // ---- conv2d ------------------------------------------------------------------------------
-bool conv_onednn(const Window& g, int64_t O, const float* x, const float* w, float* y) {
-  const std::string key = "conv2d:f32:" + window_key(g) + ":" + std::to_string(O);
+// y = conv(x, w), plus bias (one value per output channel) and a relu post-op when asked;
+// false when oneDNN refuses the configuration.
+bool conv_onednn(const Window& g, int64_t O, const float* x, const float* w, float* y,
+                 const float* bias = nullptr, bool relu = false) {
+  const std::string key = "conv2d:f32:" + window_key(g) + ":" + std::to_string(O) +
+                          (bias ? ":bias" : "") + (relu ? ":relu" : "");
   auto entry = onednn_cached(key, [&] {
     auto& eng = onednn_engine();
     dnnl::memory::desc src({g.N, g.C, g.H, g.W}, dt::f32, tag::nhwc);
     dnnl::memory::desc wuser({O, g.C, g.KH, g.KW}, dt::f32, tag::hwio);
     dnnl::memory::desc wany({O, g.C, g.KH, g.KW}, dt::f32, tag::any);
     dnnl::memory::desc dst({g.N, O, g.OH, g.OW}, dt::f32, tag::nhwc);
-    dnnl::convolution_forward::desc d(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src, wany, dst,
-        {g.SH, g.SW}, {g.DH - 1, g.DW - 1}, {g.PT, g.PL}, {g.PB, g.PR});
-    dnnl::convolution_forward::primitive_desc pd(d, eng);
+    dnnl::memory::desc bmd({O}, dt::f32, tag::x);
+    const auto kind = dnnl::prop_kind::forward_inference;
+    const auto alg = dnnl::algorithm::convolution_direct;
+    const dims strides{g.SH, g.SW}, dil{g.DH - 1, g.DW - 1}, pl{g.PT, g.PL}, pr{g.PB, g.PR};
+    dnnl::convolution_forward::desc d =
+        bias ? dnnl::convolution_forward::desc(kind, alg, src, wany, bmd, dst, strides, dil, pl, pr)
+             : dnnl::convolution_forward::desc(kind, alg, src, wany, dst, strides, dil, pl, pr);
+    dnnl::primitive_attr attr;
+    if (relu) {
+      dnnl::post_ops ops;
+      ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(ops);
+    }
+    dnnl::convolution_forward::primitive_desc pd(d, attr, eng);
     OneDnnEntry e;
     e.prims.push_back(dnnl::convolution_forward(pd));
-    e.descs = {src, wuser, dst, pd.weights_desc()};
+    e.descs = {src, wuser, dst, pd.weights_desc(), bmd};
     if (pd.weights_desc() != wuser)
       e.prims.push_back(
           dnnl::reorder(dnnl::reorder::primitive_desc(eng, wuser, eng, pd.weights_desc())));
@@ -53,7 +68,11 @@ bool conv_onednn(const Window& g, int64_t O, const float* x, const float* w, flo
     entry->prims[1].execute(s, {{DNNL_ARG_FROM, wm}, {DNNL_ARG_TO, wr}});
     wm = wr;
   }
-  entry->prims[0].execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}};
+  if (bias)
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(entry->descs[4], eng, const_cast<float*>(bias)));
+  entry->prims[0].execute(s, args);
   s.wait();
   return true;
 }
@@ -105,6 +124,34 @@ std::vector<Tensor> conv2d_kernel(std::span<const Tensor> in, const Attrs& a,
   visit_dtype(y.dtype(), [&](auto t) {
     using T = typename decltype(t)::type;
     conv_loops<T>(g, O, x.data<T>(), w.data<T>(), y.mutable_data<T>());
+  });
+  return {y};
+}
+
+// act(conv2d(x, w) + bias) for f32 (the JIT's conv2d_bias_act): one oneDNN convolution with
+// a bias and a relu post-op, or the loops followed by the epilogue where oneDNN refuses.
+std::vector<Tensor> conv2d_bias_act_kernel(std::span<const Tensor> in, const Attrs& a,
+                                           std::span<const TensorType> out_types) {
+  const Tensor x = dense(in[0]), w = dense(in[1]), bias = dense(in[2]);
+  const bool relu = a.str("act") == "relu";
+  Tensor y = alloc(out_types[0]);
+  if (y.numel() == 0) return {y};
+  const Window g = geometry(x.shape(), out_types[0].shape, w.dim(0), w.dim(1), a);
+  const int64_t O = w.dim(3);
+  KILN_CHECK(bias.numel() == O, "conv2d_bias_act: bias {} does not match the output {}",
+             bias.type_str(), y.type_str());
+  const float* pb = bias.data<float>();
+  float* py = y.mutable_data<float>();
+  if (x.numel() > 0 && conv_onednn(g, O, x.data<float>(), w.data<float>(), py, pb, relu))
+    return {y};
+  conv_loops<float>(g, O, x.data<float>(), w.data<float>(), py);
+  const int64_t pixels = y.numel() / O;
+  parallel_for(pixels, std::max<int64_t>(1, 16384 / O), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t o = 0; o < O; ++o) {
+        const float v = py[p * O + o] + pb[o];
+        py[p * O + o] = relu ? (v > 0.f ? v : 0.f) : v;
+      }
   });
   return {y};
 }
@@ -222,6 +269,7 @@ std::vector<Tensor> pool_kernel(std::span<const Tensor> in, const Attrs& a,
 
 KILN_STATIC_INIT {
   register_cpu_kernel("conv2d", conv2d_kernel);
+  register_cpu_kernel("conv2d_bias_act", conv2d_bias_act_kernel);
   register_cpu_kernel("max_pool2d", pool_kernel<true>);
   register_cpu_kernel("avg_pool2d", pool_kernel<false>);
 };

@@ -128,6 +128,7 @@ struct Emitter {
       return b.CreateSelect(b.CreateFCmpOGE(x, fconst(d, 0)), b.CreateFDiv(fconst(d, 1), den),
                             b.CreateFDiv(e, den));
     }
+    if (op == "erf" && f32) return emit_erf_f32(b, x);
     if (op == "log1p" || op == "expm1" || op == "erf" || op == "sin" || op == "cos")
       return libm(op.c_str(), d, {x});
     if (op == "sqrt") return b.CreateUnaryIntrinsic(llvm::Intrinsic::sqrt, x);
