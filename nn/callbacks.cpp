@@ -13,13 +13,13 @@ TensorBoard::TensorBoard(std::string log_dir, int64_t update_freq, int histogram
 }
 
 void TensorBoard::on_train_begin(Model& model) {
-  const std::filesystem::path dir(log_dir_);
-  if (!train_) train_ = std::make_unique<summary::Writer>((dir / "train").string());
-  if (!validation_) validation_ = std::make_unique<summary::Writer>((dir / "validation").string());
+  if (!train_)
+    train_ =
+        std::make_unique<summary::Writer>((std::filesystem::path(log_dir_) / "train").string());
 }
 
 void TensorBoard::on_train_batch_end(Model& model, int64_t step, const Logs& logs) {
-  if (update_freq_ == 0 || step % update_freq_ != 0) return;
+  if (!wants_batch_logs(step)) return;
   for (const auto& [name, value] : logs)
     train_->scalar("batch_" + name, value, step);
 }
@@ -27,13 +27,17 @@ void TensorBoard::on_train_batch_end(Model& model, int64_t step, const Logs& log
 void TensorBoard::on_epoch_end(Model& model, int epoch, const Logs& logs) {
   for (const auto& [name, value] : logs) {
     const bool val = name.rfind("val_", 0) == 0;
+    // The validation writer (and its file) appears with the first validation metric.
+    if (val && !validation_)
+      validation_ = std::make_unique<summary::Writer>(
+          (std::filesystem::path(log_dir_) / "validation").string());
     (val ? validation_ : train_)->scalar("epoch_" + (val ? name.substr(4) : name), value, epoch);
   }
   if (histogram_freq_ > 0 && (epoch + 1) % histogram_freq_ == 0)
     for (const Variable& v : model.variables())
       train_->histogram(v.name(), v.value(), epoch);
   train_->flush();
-  validation_->flush();
+  if (validation_) validation_->flush();
 }
 
 void TensorBoard::on_train_end(Model& model) {

@@ -162,10 +162,11 @@ History Model::fit(const data::Dataset& train, FitOptions options) {
       auto [xb, yb] = split_batch(e, name());
       train_on_batch(xb, yb);
       ++steps;
-      if (!options.callbacks.empty()) {
-        const Logs logs = metric_logs();
-        for (const auto& cb : options.callbacks)
-          cb->on_train_batch_end(*this, steps_done_, logs);
+      std::optional<Logs> logs;
+      for (const auto& cb : options.callbacks) {
+        if (!cb->wants_batch_logs(steps_done_)) continue;
+        if (!logs) logs = metric_logs();
+        cb->on_train_batch_end(*this, steps_done_, *logs);
       }
       if (options.verbose) bar.update(steps, [this] { return metric_logs(); });
     }

@@ -46,8 +46,10 @@ class Callback {
   virtual ~Callback() = default;
   virtual void on_train_begin(Model& model) {}
   virtual void on_epoch_begin(Model& model, int epoch) {}
-  // step: batches done since training began (across epochs), counted from 1.
+  // step: batches done since training began (across epochs), counted from 1. Called when
+  // wants_batch_logs(step) says so (reading the metrics every step costs a little).
   virtual void on_train_batch_end(Model& model, int64_t step, const Logs& logs) {}
+  virtual bool wants_batch_logs(int64_t step) const { return true; }
   virtual void on_epoch_end(Model& model, int epoch, const Logs& logs) {}
   virtual void on_train_end(Model& model) {}
 };
@@ -161,6 +163,9 @@ class TensorBoard : public Callback {
   explicit TensorBoard(std::string log_dir, int64_t update_freq = 0, int histogram_freq = 0);
   void on_train_begin(Model& model) override;
   void on_train_batch_end(Model& model, int64_t step, const Logs& logs) override;
+  bool wants_batch_logs(int64_t step) const override {
+    return update_freq_ > 0 && step % update_freq_ == 0;
+  }
   void on_epoch_end(Model& model, int epoch, const Logs& logs) override;
   void on_train_end(Model& model) override;
   const std::string& log_dir() const { return log_dir_; }
@@ -176,6 +181,7 @@ class TensorBoard : public Callback {
 class ModelCheckpoint : public Callback {
  public:
   explicit ModelCheckpoint(std::string path);
+  bool wants_batch_logs(int64_t step) const override { return false; }
   void on_epoch_end(Model& model, int epoch, const Logs& logs) override;
 
  private:
