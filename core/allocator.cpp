@@ -2,14 +2,169 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 
+#include <kiln/core/arena.h>
 #include <kiln/core/error.h>
 
 namespace kiln {
+namespace memory {
+
+// First-fit over one block, 64-byte granules. Only the thread whose scope installed it
+// allocates from it; any thread may free into it.
+class Arena {
+ public:
+  explicit Arena(size_t capacity);
+  void* allocate(size_t nbytes);
+  // Returns true when the arena is now closed and empty (the caller releases it).
+  bool deallocate(void* p);
+  bool close();  // the scope ended; true when empty
+  bool owns(const void* p) const {
+    const auto* c = static_cast<const char*>(p);
+    return c >= base_ && c < base_ + capacity_;
+  }
+  char* base() const { return base_; }
+  size_t capacity() const { return capacity_; }
+  size_t served() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return served_;
+  }
+  size_t high_water() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return high_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  char* base_ = nullptr;
+  size_t capacity_ = 0;
+  std::map<size_t, size_t> free_;  // offset -> size, coalesced
+  std::map<size_t, size_t> used_;  // offset -> size
+  size_t in_use_ = 0, high_ = 0, served_ = 0;
+  bool closed_ = false;
+};
+
+namespace {
+thread_local Arena* current_arena = nullptr;
+std::mutex registry_mu;
+std::map<const char*, std::shared_ptr<Arena>> registry;  // live arenas by base address
+std::atomic<int> live_arenas{0};
+
+void release(const std::shared_ptr<Arena>& a) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    registry.erase(a->base());
+    live_arenas.fetch_sub(1, std::memory_order_relaxed);
+  }
+  cpu_allocator().deallocate(a->base(), a->capacity());
+}
+}  // namespace
+
+Arena::Arena(size_t capacity) : capacity_((capacity + 63) / 64 * 64) {
+  Arena* saved = current_arena;
+  current_arena = nullptr;  // the block itself comes from the usual path
+  base_ = static_cast<char*>(cpu_allocator().allocate(capacity_));
+  current_arena = saved;
+  free_[0] = capacity_;
+}
+
+void* Arena::allocate(size_t nbytes) {
+  const size_t size = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = free_.begin(); it != free_.end(); ++it) {
+    if (it->second < size) continue;
+    const size_t offset = it->first, left = it->second - size;
+    free_.erase(it);
+    if (left > 0) free_[offset + size] = left;
+    used_[offset] = size;
+    in_use_ += size;
+    served_ += size;
+    high_ = std::max(high_, in_use_);
+    return base_ + offset;
+  }
+  return nullptr;
+}
+
+bool Arena::deallocate(void* p) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = used_.find(static_cast<size_t>(static_cast<char*>(p) - base_));
+  KILN_CHECK(it != used_.end(), "allocator: freeing an address the arena did not hand out");
+  size_t offset = it->first, size = it->second;
+  used_.erase(it);
+  in_use_ -= size;
+  // Coalesce with the free neighbours.
+  auto next = free_.lower_bound(offset);
+  if (next != free_.end() && next->first == offset + size) {
+    size += next->second;
+    next = free_.erase(next);
+  }
+  if (next != free_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == offset) {
+      offset = prev->first;
+      size += prev->second;
+      free_.erase(prev);
+    }
+  }
+  free_[offset] = size;
+  return closed_ && used_.empty();
+}
+
+bool Arena::close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  return used_.empty();
+}
+
+ArenaScope::ArenaScope(size_t capacity) : previous_(current_arena) {
+  if (capacity == 0) return;
+  arena_ = std::make_shared<Arena>(capacity);
+  {
+    std::lock_guard<std::mutex> lock(registry_mu);
+    registry[arena_->base()] = arena_;
+    live_arenas.fetch_add(1, std::memory_order_relaxed);
+  }
+  current_arena = arena_.get();
+}
+
+ArenaScope::~ArenaScope() {
+  current_arena = previous_;
+  if (arena_ && arena_->close()) release(arena_);
+}
+
+bool ArenaScope::owns(const void* p) const {
+  return arena_ && arena_->owns(p);
+}
+size_t ArenaScope::bytes_served() const {
+  return arena_ ? arena_->served() : 0;
+}
+size_t ArenaScope::high_water() const {
+  return arena_ ? arena_->high_water() : 0;
+}
+
+ArenaScope::Pause::Pause() : saved_(current_arena) {
+  current_arena = nullptr;
+}
+ArenaScope::Pause::~Pause() {
+  current_arena = saved_;
+}
+
+// The arena holding p, if any (only looked up while some arena is alive).
+std::shared_ptr<Arena> arena_of(const void* p) {
+  if (live_arenas.load(std::memory_order_relaxed) == 0) return nullptr;
+  std::lock_guard<std::mutex> lock(registry_mu);
+  auto it = registry.upper_bound(static_cast<const char*>(p));
+  if (it == registry.begin()) return nullptr;
+  --it;
+  return it->second->owns(p) ? it->second : nullptr;
+}
+
+}  // namespace memory
+
 namespace {
 
 constexpr size_t kAlignment = 64;
@@ -31,6 +186,8 @@ size_t cache_limit() {
 class CpuAllocator final : public Allocator {
  public:
   void* allocate(size_t nbytes) override {
+    if (memory::Arena* a = memory::current_arena)
+      if (void* p = a->allocate(nbytes)) return p;
     const size_t size = rounded(nbytes);
     allocations_.fetch_add(1, std::memory_order_relaxed);
     void* p = nullptr;
@@ -55,6 +212,10 @@ class CpuAllocator final : public Allocator {
 
   void deallocate(void* p, size_t nbytes) override {
     if (!p) return;
+    if (std::shared_ptr<memory::Arena> a = memory::arena_of(p)) {
+      if (a->deallocate(p)) memory::release(a);
+      return;
+    }
     const size_t size = rounded(nbytes);
     live_.fetch_sub(size, std::memory_order_relaxed);
     if (size >= kLargeBlock) {

@@ -1,11 +1,14 @@
 #include <kiln/jit/executable.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include <kiln/backends/cpu/parallel.h>
+#include <kiln/core/arena.h>
 #include <kiln/jit/pipeline.h>
 #include <kiln/tracer/file_util.h>
 
@@ -58,6 +61,11 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   for (size_t v = 0; v < last_use.size(); ++v)
     if (last_use[v] >= 0)
       release_after_[static_cast<size_t>(last_use[v])].push_back(static_cast<int>(v));
+  plan_in_place();
+  std::vector<InPlace> pairs;
+  for (const auto& g : in_place_)
+    pairs.insert(pairs.end(), g.begin(), g.end());
+  buffers_ = assign_buffers(graph_, plan_, release_after_, pairs);
   const char* dir = std::getenv("KILN_DUMP");
   const bool want_text = dir != nullptr && *dir != '\0';
   cpu::CompiledKernels compiled = cpu::compile_kernels(graph_, kernels_, want_text);
@@ -68,6 +76,39 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     dump(dir, traced.name, "fusion.txt", kernels_text());
     dump(dir, traced.name, "ll", compiled.llvm_ir);
     dump(dir, traced.name, "s", compiled.assembly);
+  }
+}
+
+// Elementwise kernels may write an output over a full-shaped input of the same type that dies
+// at that step. Outputs that outlive the call qualify too: buffer assignment joins the pair's
+// storage, so the input's producer then allocates outside the arena.
+void Executable::plan_in_place() {
+  in_place_.resize(plan_.groups.size());
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const int g = plan_.steps[k].group;
+    if (g < 0) continue;
+    const cpu::KernelPlan& kp = kernels_[static_cast<size_t>(g)];
+    if (kp.row_program || kp.column_program) continue;
+    const std::vector<int>& dying = release_after_[k];
+    std::vector<int> taken;
+    for (int out : plan_.groups[static_cast<size_t>(g)].outputs) {
+      const TensorType& ot = graph_.types[static_cast<size_t>(out)];
+      for (const cpu::KernelInput& in : kp.inputs) {
+        if (in.kind != cpu::InputKind::full) continue;
+        const int v = in.value;
+        if (std::find(dying.begin(), dying.end(), v) == dying.end()) continue;
+        if (std::find(taken.begin(), taken.end(), v) != taken.end()) continue;
+        if (graph_.types[static_cast<size_t>(v)] != ot) continue;
+        // Read at the output's own index only: not also through a broadcast slot.
+        bool only_full = true;
+        for (const cpu::KernelInput& other : kp.inputs)
+          only_full &= other.value != v || other.kind == cpu::InputKind::full;
+        if (!only_full) continue;
+        in_place_[static_cast<size_t>(g)].push_back({out, v});
+        taken.push_back(v);
+        break;
+      }
+    }
   }
 }
 
@@ -267,6 +308,14 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
       tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
     return;
   }
+  // In place: an output takes the buffer of an input that dies here when nothing else
+  // holds that buffer (decided before the copies below add references).
+  std::vector<std::pair<int, Tensor>> reused;
+  for (const InPlace& p : in_place_[k]) {
+    const Tensor& t = vals[static_cast<size_t>(p.input)];
+    if (t.data_is_unshared() && t.is_contiguous() && t.shape() == out_shape)
+      reused.emplace_back(p.output, t);
+  }
   std::vector<void*> bufs;
   std::vector<int64_t> dims;
   std::vector<Tensor> keep;
@@ -296,7 +345,10 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
     keep.push_back(std::move(t));
   }
   for (int v : grp.outputs) {
-    Tensor o = Tensor::empty(out_shape, graph_.types[static_cast<size_t>(v)].dtype);
+    Tensor o;
+    for (const auto& [out, t] : reused)
+      if (out == v) o = t;
+    if (!o.defined()) o = Tensor::empty(out_shape, graph_.types[static_cast<size_t>(v)].dtype);
     bufs.push_back(const_cast<void*>(o.raw_data()));
     vals[static_cast<size_t>(v)] = std::move(o);
   }
@@ -317,6 +369,7 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   const ir::Graph& g = graph_;
   KILN_CHECK(inputs.size() == g.params.size(), "function '{}': expects {} tensor inputs, got {}",
              g.name, g.params.size(), inputs.size());
+  memory::ArenaScope arena(buffers_.arena_bytes);
   std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorType& spec = g.types[static_cast<size_t>(g.params[i])];
@@ -328,6 +381,8 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   }
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
     const Step& s = plan_.steps[k];
+    std::optional<memory::ArenaScope::Pause> outside;
+    if (buffers_.outside_arena[k]) outside.emplace();
     if (s.group >= 0)
       run_group(static_cast<size_t>(s.group), vals);
     else
@@ -339,6 +394,19 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   results.reserve(g.results.size());
   for (int v : g.results)
     results.push_back(vals[static_cast<size_t>(v)]);
+  // Nothing that outlives the call may pin the arena: the plan allocates results and new
+  // variable values outside it, and a kernel that handed back an arena buffer anyway (a view
+  // the plan did not foresee) gets a copy here.
+  if (buffers_.arena_bytes > 0) {
+    memory::ArenaScope::Pause outside;
+    for (Tensor& r : results)
+      if (r.defined() && !r.is_symbolic() && arena.owns(r.raw_data())) r = r.clone();
+    for (const ir::VariableSlot& slot : g.variables) {
+      if (!slot.var) continue;
+      const Tensor v = slot.var->stored();
+      if (v.defined() && !v.is_symbolic() && arena.owns(v.raw_data())) slot.var->store(v.clone());
+    }
+  }
   return results;
 }
 

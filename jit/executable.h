@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <kiln/jit/buffer_assignment.h>
 #include <kiln/jit/cpu/codegen.h>
 #include <kiln/jit/fusion.h>
 #include <kiln/tracer/function.h>
@@ -32,11 +33,13 @@ class Executable final : public tracer::CompiledGraph {
 
   const ir::Graph& graph() const { return graph_; }
   const FusionPlan& plan() const { return plan_; }
+  const BufferAssignment& buffers() const { return buffers_; }
 
  private:
   void run_group(size_t k, std::vector<Tensor>& vals) const;
   void run_program(size_t k, std::vector<Tensor>& vals) const;
   std::string kernels_text() const;
+  void plan_in_place();
 
   ir::Graph graph_;  // optimized
   FusionPlan plan_;
@@ -46,6 +49,10 @@ class Executable final : public tracer::CompiledGraph {
   // Liveness: after step k, the values whose last use was step k are released, so their
   // blocks return to the caching allocator and the following outputs reuse them.
   std::vector<std::vector<int>> release_after_;
+  // Each call carves its intermediates from one arena of buffers_.arena_bytes.
+  BufferAssignment buffers_;
+  // Per fusion group: outputs written over an input that dies there (elementwise kernels).
+  std::vector<std::vector<InPlace>> in_place_;
 };
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same

@@ -251,8 +251,10 @@ void Model::save_checkpoint(const std::string& path, int epoch) {
   KILN_CHECK(built(), "Model::save_checkpoint ({}): the model is not built yet", name());
   const random::State rng = random::state();
   std::string shape;
-  for (size_t i = 1; i < input_shape().size(); ++i)
-    shape += (i > 1 ? "," : "") + std::to_string(input_shape()[i]);
+  for (size_t i = 1; i < input_shape().size(); ++i) {
+    if (i > 1) shape += ',';
+    shape += std::to_string(input_shape()[i]);
+  }
   save_safetensors(path, checkpoint_variables(*this),
                    {{"epoch", std::to_string(epoch)},
                     {"rng_seed", std::to_string(rng.seed)},
