@@ -46,6 +46,7 @@ void ProgressBar::start_epoch(int epoch, int epochs) {
   epochs_ = epochs;
   start_ = now_();
   last_draw_ = -1;
+  first_step_ = -1;
   if (interactive_) out_ << fmt::format("Epoch {}/{}\n", epoch + 1, epochs) << std::flush;
 }
 
@@ -61,7 +62,11 @@ std::string ProgressBar::bar_line(int64_t step, double elapsed, bool done, const
   const size_t cut = static_cast<size_t>(filled) * 3;  // ━ is three bytes in UTF-8
   const std::string coloured =
       "\x1b[32m" + bar.substr(0, cut) + "\x1b[0m\x1b[37m" + bar.substr(cut) + "\x1b[0m";
-  const double per_step = step > 0 ? elapsed / static_cast<double>(step) : 0;
+  // While running, the rate leaves out the first step (which often traces and compiles);
+  // the final line reports the epoch's true time per step.
+  double per_step = step > 0 ? elapsed / static_cast<double>(step) : 0;
+  if (!done && step > 1 && first_step_ >= 0)
+    per_step = (elapsed - first_step_) / static_cast<double>(step - 1);
   const double shown = done ? elapsed : per_step * static_cast<double>(total - step);
   return fmt::format("\r\x1b[1m{:>{}}/{}\x1b[0m {} \x1b[1m{}\x1b[0m {}/step{}\x1b[K", step, digits,
                      total, coloured, format_duration(shown), format_duration(per_step),
@@ -71,6 +76,7 @@ std::string ProgressBar::bar_line(int64_t step, double elapsed, bool done, const
 void ProgressBar::update(int64_t step, const std::function<Logs()>& logs) {
   if (!interactive_) return;
   const double t = now_();
+  if (step == 1) first_step_ = t - start_;
   if (last_draw_ >= 0 && t - last_draw_ < 0.05 && step != total_) return;
   last_draw_ = t;
   out_ << bar_line(step, t - start_, false, logs()) << std::flush;

@@ -42,7 +42,7 @@ class ProgressBar {
   int64_t total_;
   std::function<double()> now_;
   int epoch_ = 0, epochs_ = 1;
-  double start_ = 0, last_draw_ = -1;
+  double start_ = 0, last_draw_ = -1, first_step_ = -1;
 };
 
 }  // namespace kiln::nn
