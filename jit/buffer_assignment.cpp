@@ -108,6 +108,10 @@ BufferAssignment assign_buffers(const ir::Graph& g, const FusionPlan& plan,
   std::vector<bool> fresh(nv, false);  // produced by an allocating step
   for (const Step& s : plan.steps) {
     if (s.group >= 0) {
+      for (int n : plan.groups[static_cast<size_t>(s.group)].prologue) {
+        const ir::Node& view = g.nodes[static_cast<size_t>(n)];
+        alias.join(view.outputs[0], view.inputs[0]);
+      }
       for (int v : plan.groups[static_cast<size_t>(s.group)].outputs)
         fresh[static_cast<size_t>(v)] = true;
       continue;

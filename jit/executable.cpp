@@ -44,15 +44,13 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   for (const TensorType& t : graph_.types)
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);
+  absorb_views(graph_, plan_);
   for (size_t k = 0; k < plan_.groups.size(); ++k)
     kernels_.push_back(cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k)));
   // The last step that reads each value (results are never released).
   std::vector<int> last_use(graph_.types.size(), -1);
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
-    const Step& st = plan_.steps[k];
-    const std::vector<int>& ins = st.group >= 0 ? plan_.groups[static_cast<size_t>(st.group)].inputs
-                                                : graph_.nodes[static_cast<size_t>(st.node)].inputs;
-    for (int v : ins)
+    for (int v : step_reads(graph_, plan_, plan_.steps[k]))
       last_use[static_cast<size_t>(v)] = static_cast<int>(k);
   }
   for (int v : graph_.results)
@@ -131,6 +129,8 @@ std::string Executable::kernels_text() const {
                          : kp.rows           ? "rows"
                                              : "elements",
                          grp.shape.str());
+      for (int i : grp.prologue)
+        out += " (view " + graph_.nodes[static_cast<size_t>(i)].op + ")";
       for (int i : grp.nodes)
         out += " " + graph_.nodes[static_cast<size_t>(i)].op;
       out += " ->";
@@ -168,9 +168,11 @@ std::string Executable::dot() const {
     if (s.group >= 0) {
       const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
       label = fmt::format("kernel k{}\\n", s.group);
+      for (int i : grp.prologue)
+        label += "(view " + graph_.nodes[static_cast<size_t>(i)].op + ") ";
       for (int i : grp.nodes)
         label += graph_.nodes[static_cast<size_t>(i)].op + " ";
-      ins = grp.inputs;
+      ins = step_reads(graph_, plan_, s);
       outs = grp.outputs;
     } else {
       const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
@@ -271,6 +273,9 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
   const cpu::KernelPlan& kp = kernels_[k];
   if (kp.row_program || kp.column_program) return run_program(k, vals);
   const FusionGroup& grp = *kp.group;
+  // The prologue's views of outside values (no copies): the kernel reads them by stride.
+  for (int n : grp.prologue)
+    tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(n)], vals, graph_.variables);
   const int64_t r = kp.rank;
   Shape out_shape = grp.shape;
   bool ok = true;
@@ -295,7 +300,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
       const Tensor& t = vals[static_cast<size_t>(in.value)];
       if (in.kind == cpu::InputKind::full) ok &= t.shape() == out_shape;
       if (in.kind == cpu::InputKind::scalar) ok &= t.numel() == 1;
-      if (in.kind == cpu::InputKind::broadcast && r > 0 && out_shape[r - 1] != 1) {
+      if (in.kind == cpu::InputKind::broadcast && !in.view && r > 0 && out_shape[r - 1] != 1) {
         const int64_t last = t.rank() > 0 ? t.dim(t.rank() - 1) : 1;
         ok &= (last == 1) == in.last_dim_broadcast;
       }
@@ -317,7 +322,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
       reused.emplace_back(p.output, t);
   }
   std::vector<void*> bufs;
-  std::vector<int64_t> dims;
+  std::vector<int64_t> dims, view_cols;
   std::vector<Tensor> keep;
   if (kp.rows) {
     dims.push_back(out_shape[r - 1]);
@@ -327,23 +332,27 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
-    if (!t.is_contiguous()) t = t.contiguous();
+    if (!t.is_contiguous() && !in.view) t = t.contiguous();
     bufs.push_back(const_cast<void*>(t.raw_data()));
     if (in.kind == cpu::InputKind::broadcast) {
-      // Element strides of the input over the output's outer dims (0 where it broadcasts).
+      // Element strides of the input over the output's dims (0 where it broadcasts): dense
+      // ones, or a view's own.
       const int64_t lead = r - t.rank();
       std::vector<int64_t> st(static_cast<size_t>(r), 0);
       int64_t acc = 1;
       for (int64_t d = r - 1; d >= 0; --d) {
         const int64_t td = d >= lead ? t.dim(d - lead) : 1;
-        st[static_cast<size_t>(d)] = td == 1 ? 0 : acc;
+        const int64_t own = in.view && d >= lead ? t.strides()[static_cast<size_t>(d - lead)] : acc;
+        st[static_cast<size_t>(d)] = td == 1 ? 0 : own;
         acc *= td;
       }
       for (int64_t d = 0; d < r - 1; ++d)
         dims.push_back(st[static_cast<size_t>(d)]);
+      if (in.view) view_cols.push_back(r > 0 ? st[static_cast<size_t>(r - 1)] : 0);
     }
     keep.push_back(std::move(t));
   }
+  dims.insert(dims.end(), view_cols.begin(), view_cols.end());
   for (int v : grp.outputs) {
     Tensor o;
     for (const auto& [out, t] : reused)

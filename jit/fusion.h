@@ -28,6 +28,11 @@ struct FusionGroup {
   // with their full elementwise producers; the kernel walks the rows and keeps one
   // accumulator per column, vectorized across the columns.
   bool column_program = false;
+  // Movement nodes (transpose, slice, broadcast_to, reshape) folded into the kernel's
+  // indexing: each makes a view of a value from outside (no copy) just before the kernel
+  // runs, and the kernel reads that view through its strides. Their outputs are among
+  // `inputs`; their own inputs are read by the group too.
+  std::vector<int> prologue;
 };
 
 // What the code generator can do with a node.
@@ -47,6 +52,14 @@ struct FusionPlan {
 // `classify` says what the kernel emitter supports for a node.
 FusionPlan plan_fusion(const ir::Graph& g,
                        const std::function<Fusible(const ir::Graph&, const ir::Node&)>& classify);
+
+// Folds movement nodes into the elementwise groups that alone consume them (as prologues),
+// removing their steps. Row and column programs keep theirs.
+void absorb_views(const ir::Graph& g, FusionPlan& plan);
+bool is_view_op(const std::string& op);
+// Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
+// or a node's inputs.
+std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);
 
 // Row programs: whether t is a per-row shape of the row space [R..., C] (with or without the
 // kept 1: what a member reduction makes), a per-column one ([C] or [1..., C]), and whether an

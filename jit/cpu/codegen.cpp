@@ -252,12 +252,19 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
   for (size_t i = 0; i < g.nodes.size(); ++i)
     for (int v : g.nodes[i].outputs)
       producer[static_cast<size_t>(v)] = static_cast<int>(i);
+  std::vector<bool> from_prologue(g.types.size(), false);
+  for (int n : group.prologue)
+    for (int v : g.nodes[static_cast<size_t>(n)].outputs)
+      from_prologue[static_cast<size_t>(v)] = true;
   for (int v : group.inputs) {
     const Shape& s = g.types[static_cast<size_t>(v)].shape;
     KernelInput in{v, InputKind::broadcast, false};
     const int prod = producer[static_cast<size_t>(v)];
     const bool one = shape_is_one(s);
-    if (one && prod >= 0 && g.nodes[static_cast<size_t>(prod)].op == "constant") {
+    if (from_prologue[static_cast<size_t>(v)] && !one) {
+      in.view = true;  // strided: a transpose or slice of an outside value
+      p.rows = true;
+    } else if (one && prod >= 0 && g.nodes[static_cast<size_t>(prod)].op == "constant") {
       in.kind = InputKind::immediate;
     } else if (one) {
       in.kind = InputKind::scalar;
@@ -387,22 +394,25 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     for (int64_t d = 0; d < r - 1; ++d)
       outer.push_back(dim(1 + d));
     std::map<int, std::vector<llvm::Value*>> strides;
+    std::map<int, llvm::Value*> col_stride;  // views: the last dim's stride
     int64_t at = r;
     for (const KernelInput& in : plan.inputs)
       if (in.kind == InputKind::broadcast)
         for (int64_t d = 0; d < r - 1; ++d)
           strides[in.value].push_back(dim(at++));
+    for (const KernelInput& in : plan.inputs)
+      if (in.kind == InputKind::broadcast && in.view) col_stride[in.value] = dim(at++);
     counted_loop(start.begin, start.end, "row", [&](llvm::Value* row) {
       // The row's index over the outer dims, innermost first, and each input's offset.
       std::map<int, llvm::Value*> offset;
-      for (const auto& [v, s] : strides)
-        offset[v] = b.getInt64(0);
+      for (const KernelInput& in : plan.inputs)
+        if (in.kind == InputKind::broadcast) offset[in.value] = b.getInt64(0);
       llvm::Value* rem = row;
       for (int64_t d = r - 2; d >= 0; --d) {
         llvm::Value* idx = d == 0 ? rem : b.CreateURem(rem, outer[static_cast<size_t>(d)]);
         if (d > 0) rem = b.CreateUDiv(rem, outer[static_cast<size_t>(d)]);
         for (auto& [v, off] : offset)
-          off = b.CreateAdd(off, b.CreateMul(idx, strides[v][static_cast<size_t>(d)]));
+          off = b.CreateAdd(off, b.CreateMul(idx, strides.at(v)[static_cast<size_t>(d)]));
       }
       llvm::Value* row_base = b.CreateMul(row, cols);
       counted_loop(b.getInt64(0), cols, "col", [&](llvm::Value* j) {
@@ -410,7 +420,9 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
         for (const KernelInput& in : plan.inputs)
           if (in.kind == InputKind::broadcast)
             index[in.value] =
-                in.last_dim_broadcast ? offset[in.value] : b.CreateAdd(offset[in.value], j);
+                in.view ? b.CreateAdd(offset[in.value], b.CreateMul(j, col_stride.at(in.value)))
+                : in.last_dim_broadcast ? offset[in.value]
+                                        : b.CreateAdd(offset[in.value], j);
         body(b.CreateAdd(row_base, j), index);
       });
     });

@@ -10,10 +10,11 @@
 // elements [begin, end). Otherwise it loops over rows [begin, end) of the output seen as
 // [rows, cols]: dims = {cols, outer dims (rank - 1)..., then per broadcast input its element
 // strides over the outer dims (rank - 1)...}; a broadcast input's stride along the last dim is
-// 0 or 1, fixed at compile time so that the inner loop vectorizes. A row program loops over
-// rows [begin, end) of its row space [rows, cols] with dims = {cols}: per row, one loop over
-// the columns for each reduction, then one that writes the full outputs. A column program
-// loops over columns [begin, end) with dims = {cols, rows}: it walks every row, keeping its
+// 0 or 1, fixed at compile time so that the inner loop vectorizes, except for views made by
+// the group's prologue (transposes, slices), whose last-dim strides follow, one per view. A row
+// program loops over rows [begin, end) of its row space [rows, cols] with dims = {cols}: per row,
+// one loop over the columns for each reduction, then one that writes the full outputs. A column
+// program loops over columns [begin, end) with dims = {cols, rows}: it walks every row, keeping its
 // accumulators in the output rows, vectorized across the columns.
 
 #include <cstdint>
@@ -39,6 +40,9 @@ struct KernelInput {
   int value = -1;
   InputKind kind = InputKind::full;
   bool last_dim_broadcast = false;  // broadcast inputs: stride 0 along the last dim
+  // A view made by the group's prologue: read through its strides, the last dim's included
+  // (passed at run time; the vectorizer versions the loop for a unit stride).
+  bool view = false;
 };
 
 struct KernelPlan {

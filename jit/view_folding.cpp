@@ -1,0 +1,62 @@
+// Movement ops folded into kernel indexing: a transpose, slice, broadcast or reshape whose
+// only consumer is one elementwise group becomes that group's prologue. At run time it makes
+// a view (no copy) and the kernel reads the view through its strides, so neither a step of
+// its own nor a contiguous copy before the kernel remains.
+#include <algorithm>
+
+#include <kiln/jit/fusion.h>
+
+namespace kiln::jit {
+
+bool is_view_op(const std::string& op) {
+  return op == "transpose" || op == "slice" || op == "broadcast_to" || op == "reshape";
+}
+
+std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s) {
+  if (s.group < 0) return g.nodes[static_cast<size_t>(s.node)].inputs;
+  const FusionGroup& grp = plan.groups[static_cast<size_t>(s.group)];
+  std::vector<int> reads = grp.inputs;
+  for (int n : grp.prologue)
+    for (int v : g.nodes[static_cast<size_t>(n)].inputs)
+      reads.push_back(v);
+  return reads;
+}
+
+void absorb_views(const ir::Graph& g, FusionPlan& plan) {
+  const size_t nv = g.types.size();
+  std::vector<bool> is_result(nv, false);
+  for (int v : g.results)
+    is_result[static_cast<size_t>(v)] = true;
+  // Which step reads each value (-2: more than one, or a result).
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    std::vector<int> reader(nv, -1);
+    for (size_t k = 0; k < plan.steps.size(); ++k)
+      for (int v : step_reads(g, plan, plan.steps[k])) {
+        int& r = reader[static_cast<size_t>(v)];
+        r = (r == -1 || r == static_cast<int>(k)) ? static_cast<int>(k) : -2;
+      }
+    for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
+      const Step& s = plan.steps[k];
+      if (s.node < 0) continue;
+      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+      if (!is_view_op(n.op) || n.outputs.size() != 1 || n.inputs.size() != 1) continue;
+      const int v = n.outputs[0];
+      const int r = reader[static_cast<size_t>(v)];
+      if (r < 0 || is_result[static_cast<size_t>(v)]) continue;
+      const Step& consumer = plan.steps[static_cast<size_t>(r)];
+      if (consumer.group < 0) continue;
+      FusionGroup& grp = plan.groups[static_cast<size_t>(consumer.group)];
+      if (grp.row_program || grp.column_program) continue;
+      // Read by the kernel or by a prologue node: chains of views fold from the kernel out.
+      if (g.types[static_cast<size_t>(v)].dtype != g.types[static_cast<size_t>(n.inputs[0])].dtype)
+        continue;
+      grp.prologue.insert(grp.prologue.begin(), s.node);
+      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+      changed = true;
+    }
+  }
+}
+
+}  // namespace kiln::jit
