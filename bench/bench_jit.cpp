@@ -2,6 +2,8 @@
 //   BM_chain_compiled / BM_chain_eager       sigmoid(x*y + 0.5)*x - y*y over f32[16M]
 //   BM_chain_compiled vs BM_add_loop_16M     both move 3 arrays x 64 MB per iteration
 //   BM_softmax_*, BM_layer_norm_*            rows of f32[4096,1024]
+//   BM_transpose_scale_*                     transpose(x) * 2 + 1, x f32[4096,1024] (the
+//                                            compiled kernel reads the transpose by stride)
 //   BM_add_compiled_f32_1 - BM_add_eager_f32_1   call overhead of a compiled one-add function
 #include <benchmark/benchmark.h>
 
@@ -80,6 +82,17 @@ BENCHMARK(rows_bench<layer_norm, false>)
     ->UseRealTime();
 BENCHMARK(rows_bench<layer_norm, true>)
     ->Name("BM_layer_norm_compiled")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+Tensor transpose_scale(const Tensor& x) {
+  return transpose(x, {1, 0}) * 2.f + 1.f;
+}
+BENCHMARK(rows_bench<transpose_scale, false>)
+    ->Name("BM_transpose_scale_eager")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(rows_bench<transpose_scale, true>)
+    ->Name("BM_transpose_scale_compiled")
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
