@@ -19,6 +19,20 @@ std::optional<double> find_log(const Logs& logs, const std::string& name) {
 
 Model::Model(std::string name) : Module(std::move(name)) {}
 
+namespace {
+Model&& movable(Model& m) {
+  KILN_CHECK(!m.compiled(), "Model ({}): a compiled model cannot be moved (its steps refer to it)",
+             m.name());
+  return std::move(m);
+}
+}  // namespace
+
+Model::Model(Model&& other)
+    : Module(std::move(movable(other))),
+      metrics_(std::move(other.metrics_)),
+      steps_done_(other.steps_done_),
+      input_dtype_(other.input_dtype_) {}
+
 void Model::compile(Ref<optim::Optimizer> optimizer, Ref<Loss> loss,
                     std::vector<Ref<Metric>> metrics, CompileOptions options) {
   KILN_CHECK(optimizer && loss, "Model::compile ({}): an optimizer and a loss are required",

@@ -78,7 +78,10 @@ struct CompileOptions {
 class Model : public Module {
  public:
   explicit Model(std::string name = "model");
-  Model(Model&&) = default;
+  // Moving is for models not yet compiled (a Sequential nested as a layer); a compiled
+  // model's steps refer to it, so moving one is a kiln::Error.
+  Model(Model&& other);
+  Model& operator=(Model&&) = delete;
 
   void compile(Ref<optim::Optimizer> optimizer, Ref<Loss> loss,
                std::vector<Ref<Metric>> metrics = {}, CompileOptions options = {});

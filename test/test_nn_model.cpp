@@ -236,3 +236,20 @@ TEST_CASE("model mistakes are kiln::Errors") {
   testing::check_error([&] { model.fit(x, y.slice(0, 0, 8)); }, {"fit", "f32[16,8]", "[8]"});
   testing::check_error([&] { model.save("/nonexistent/dir/x"); }, {"save"});
 }
+
+TEST_CASE("a Sequential nests as a layer; a compiled model refuses to move") {
+  random::seed(21);
+  nn::Sequential inner({nn::Dense(4, "tanh")}, "block");
+  nn::Sequential outer({std::move(inner), nn::Dense(2)});
+  Tensor x = random::normal({3, 5});
+  CHECK(outer(x).shape() == Shape({3, 2}));
+  std::vector<std::string> names;
+  for (const Variable& v : outer.variables())
+    names.push_back(v.name());
+  CHECK(names == std::vector<std::string>{"sequential/block/dense/kernel",
+                                          "sequential/block/dense/bias", "sequential/dense/kernel",
+                                          "sequential/dense/bias"});
+  nn::Sequential compiled({nn::Dense(1)});
+  compiled.compile(optim::SGD(), nn::MeanSquaredError());
+  testing::check_error([&] { nn::Sequential moved(std::move(compiled)); }, {"moved", "compiled"});
+}
