@@ -31,9 +31,12 @@ void dump(const std::string& dir, const std::string& name, const std::string& su
   write_file_atomically(path, text, "KILN_DUMP");
 }
 
-// Nodes that run a kernel of their own when not fused (library calls and eager kernels).
+// Nodes that run a kernel of their own when not fused (library calls and eager kernels);
+// views (transpose, slice, broadcast_to; reshape, which copies only a non-contiguous input)
+// only describe memory.
 bool runs_a_kernel(const ir::Node& n) {
-  return n.op != "constant" && n.op != "read_variable" && n.op != "assign_variable";
+  return n.op != "constant" && n.op != "read_variable" && n.op != "assign_variable" &&
+         !is_view_op(n.op);
 }
 
 }  // namespace
@@ -103,6 +106,9 @@ void Executable::plan_in_place() {
           only_full &= other.value != v || other.kind == cpu::InputKind::full;
         if (!only_full) continue;
         in_place_[static_cast<size_t>(g)].push_back({out, v});
+        const auto& outs = plan_.groups[static_cast<size_t>(g)].outputs;
+        kernels_[static_cast<size_t>(g)].in_place.emplace_back(
+            static_cast<size_t>(std::find(outs.begin(), outs.end(), out) - outs.begin()), v);
         taken.push_back(v);
         break;
       }
@@ -321,6 +327,8 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
     if (t.data_is_unshared() && t.is_contiguous() && t.shape() == out_shape)
       reused.emplace_back(p.output, t);
   }
+  // All or none: the kernel has a loop version for each (see KernelPlan::in_place).
+  if (reused.size() != in_place_[k].size()) reused.clear();
   std::vector<void*> bufs;
   std::vector<int64_t> dims, view_cols;
   std::vector<Tensor> keep;

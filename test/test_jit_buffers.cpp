@@ -1,6 +1,10 @@
 // Buffer assignment: the per-call arena, in-place elementwise kernels, and what must never
 // happen with either (a caller's tensor overwritten, a result or variable left in a freed
 // arena).
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -66,6 +70,34 @@ TEST_CASE("in place: an elementwise kernel writes over a matmul output that dies
   // The result is the matmul's buffer, rewritten: one buffer of y's size at the peak.
   CHECK(compiled < y_bytes + y_bytes / 2);
   CHECK(eager >= 2 * y_bytes);
+}
+
+TEST_CASE("in place: the kernel's in-place version is vectorized too") {
+  // Overlapping pointers would send LLVM's vectorizer to its scalar loop: the kernel has a
+  // version whose stores use the input's own pointer, which it vectorizes.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("kiln_in_place_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  ::setenv("KILN_DUMP", dir.c_str(), 1);
+  auto f = kiln::function(
+      [](const Tensor& a, const Tensor& b) { return tanh(matmul(a, b)) * 2.f + 1.f; },
+      {.name = "in_place_tanh"});
+  const Tensor a = random::normal({64, 8}), b = random::normal({8, 64});
+  const Tensor got = f(a, b);
+  ::unsetenv("KILN_DUMP");
+  check_close(got, tanh(matmul(a, b)) * 2.f + 1.f, 1e-5, 1e-6);
+  std::ifstream in(dir / "in_place_tanh.ll");
+  const std::string ll(std::istreambuf_iterator<char>(in), {});
+  const size_t split = ll.find("\nseparate:");
+  REQUIRE(ll.find("\nin_place:") != std::string::npos);
+  REQUIRE(split != std::string::npos);
+  // Both versions have a vector loop.
+  size_t loops = 0;
+  for (size_t at = ll.find("\nvector.body"); at != std::string::npos;
+       at = ll.find("\nvector.body", at + 1))
+    ++loops;
+  CHECK(loops >= 2);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("in place never writes over a caller's tensor or a result still in use") {

@@ -340,7 +340,10 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   const FusionGroup& grp = *plan.group;
   std::map<int, llvm::Value*>& base = start.base;
   const std::map<int, llvm::Value*>& value = start.fixed;
-  const std::vector<llvm::Value*>& out_ptrs = start.out;
+  // Where the loops store: the output buffers, or for an in-place call the inputs' own
+  // pointers (the same SSA values the loads use, so the vectorizer sees a distance-0
+  // dependence instead of overlapping pointers that would send it to its scalar loop).
+  std::vector<llvm::Value*> out_ptrs = start.out;
 
   // The body at one element: `flat` indexes full inputs and outputs; `bcast(k)` indexes the
   // k-th broadcast input.
@@ -382,50 +385,71 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     b.SetInsertPoint(after);
   };
 
-  if (!plan.rows) {
-    counted_loop(start.begin, start.end, "elem", [&](llvm::Value* i) { body(i, {}); });
-  } else {
-    const int64_t r = plan.rank;
-    auto dim = [&](int64_t k) {
-      return b.CreateLoad(i64, b.CreateConstInBoundsGEP1_64(i64, dims, static_cast<uint64_t>(k)));
-    };
-    llvm::Value* cols = dim(0);
-    std::vector<llvm::Value*> outer;
-    for (int64_t d = 0; d < r - 1; ++d)
-      outer.push_back(dim(1 + d));
-    std::map<int, std::vector<llvm::Value*>> strides;
-    std::map<int, llvm::Value*> col_stride;  // views: the last dim's stride
-    int64_t at = r;
-    for (const KernelInput& in : plan.inputs)
-      if (in.kind == InputKind::broadcast)
-        for (int64_t d = 0; d < r - 1; ++d)
-          strides[in.value].push_back(dim(at++));
-    for (const KernelInput& in : plan.inputs)
-      if (in.kind == InputKind::broadcast && in.view) col_stride[in.value] = dim(at++);
-    counted_loop(start.begin, start.end, "row", [&](llvm::Value* row) {
-      // The row's index over the outer dims, innermost first, and each input's offset.
-      std::map<int, llvm::Value*> offset;
+  auto emit_loops = [&] {
+    if (!plan.rows) {
+      counted_loop(start.begin, start.end, "elem", [&](llvm::Value* i) { body(i, {}); });
+    } else {
+      const int64_t r = plan.rank;
+      auto dim = [&](int64_t k) {
+        return b.CreateLoad(i64, b.CreateConstInBoundsGEP1_64(i64, dims, static_cast<uint64_t>(k)));
+      };
+      llvm::Value* cols = dim(0);
+      std::vector<llvm::Value*> outer;
+      for (int64_t d = 0; d < r - 1; ++d)
+        outer.push_back(dim(1 + d));
+      std::map<int, std::vector<llvm::Value*>> strides;
+      std::map<int, llvm::Value*> col_stride;  // views: the last dim's stride
+      int64_t at = r;
       for (const KernelInput& in : plan.inputs)
-        if (in.kind == InputKind::broadcast) offset[in.value] = b.getInt64(0);
-      llvm::Value* rem = row;
-      for (int64_t d = r - 2; d >= 0; --d) {
-        llvm::Value* idx = d == 0 ? rem : b.CreateURem(rem, outer[static_cast<size_t>(d)]);
-        if (d > 0) rem = b.CreateUDiv(rem, outer[static_cast<size_t>(d)]);
-        for (auto& [v, off] : offset)
-          off = b.CreateAdd(off, b.CreateMul(idx, strides.at(v)[static_cast<size_t>(d)]));
-      }
-      llvm::Value* row_base = b.CreateMul(row, cols);
-      counted_loop(b.getInt64(0), cols, "col", [&](llvm::Value* j) {
-        std::map<int, llvm::Value*> index;
+        if (in.kind == InputKind::broadcast)
+          for (int64_t d = 0; d < r - 1; ++d)
+            strides[in.value].push_back(dim(at++));
+      for (const KernelInput& in : plan.inputs)
+        if (in.kind == InputKind::broadcast && in.view) col_stride[in.value] = dim(at++);
+      counted_loop(start.begin, start.end, "row", [&](llvm::Value* row) {
+        // The row's index over the outer dims, innermost first, and each input's offset.
+        std::map<int, llvm::Value*> offset;
         for (const KernelInput& in : plan.inputs)
-          if (in.kind == InputKind::broadcast)
-            index[in.value] =
-                in.view ? b.CreateAdd(offset[in.value], b.CreateMul(j, col_stride.at(in.value)))
-                : in.last_dim_broadcast ? offset[in.value]
-                                        : b.CreateAdd(offset[in.value], j);
-        body(b.CreateAdd(row_base, j), index);
+          if (in.kind == InputKind::broadcast) offset[in.value] = b.getInt64(0);
+        llvm::Value* rem = row;
+        for (int64_t d = r - 2; d >= 0; --d) {
+          llvm::Value* idx = d == 0 ? rem : b.CreateURem(rem, outer[static_cast<size_t>(d)]);
+          if (d > 0) rem = b.CreateUDiv(rem, outer[static_cast<size_t>(d)]);
+          for (auto& [v, off] : offset)
+            off = b.CreateAdd(off, b.CreateMul(idx, strides.at(v)[static_cast<size_t>(d)]));
+        }
+        llvm::Value* row_base = b.CreateMul(row, cols);
+        counted_loop(b.getInt64(0), cols, "col", [&](llvm::Value* j) {
+          std::map<int, llvm::Value*> index;
+          for (const KernelInput& in : plan.inputs)
+            if (in.kind == InputKind::broadcast)
+              index[in.value] =
+                  in.view ? b.CreateAdd(offset[in.value], b.CreateMul(j, col_stride.at(in.value)))
+                  : in.last_dim_broadcast ? offset[in.value]
+                                          : b.CreateAdd(offset[in.value], j);
+          body(b.CreateAdd(row_base, j), index);
+        });
       });
-    });
+    }
+  };
+  if (plan.in_place.empty()) {
+    emit_loops();
+  } else {
+    // Two versions: every planned output written over its input, or none.
+    llvm::Value* same = b.getTrue();
+    for (const auto& [k, v] : plan.in_place)
+      same = b.CreateAnd(same, b.CreateICmpEQ(start.out[k], base.at(v)));
+    auto* in_place = llvm::BasicBlock::Create(ctx, "in_place", fn);
+    auto* separate = llvm::BasicBlock::Create(ctx, "separate", fn);
+    b.CreateCondBr(same, in_place, separate);
+    b.SetInsertPoint(in_place);
+    for (const auto& [k, v] : plan.in_place)
+      out_ptrs[k] = base.at(v);
+    emit_loops();
+    b.CreateBr(exit);
+    b.SetInsertPoint(separate);
+    out_ptrs = start.out;
+    emit_loops();
   }
   b.CreateBr(exit);
   b.SetInsertPoint(exit);

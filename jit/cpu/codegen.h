@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <kiln/jit/fusion.h>
@@ -54,6 +55,9 @@ struct KernelPlan {
   bool row_program = false;
   bool column_program = false;
   std::vector<bool> output_full;  // row/column programs: per output, full (else reduced)
+  // Elementwise kernels: (output index, input value) pairs the executable may run in place;
+  // the kernel has a second loop version for when every one of them does.
+  std::vector<std::pair<size_t, int>> in_place;
 };
 
 // The ops the elemental emitter has code for (for some dtypes: see classify).
