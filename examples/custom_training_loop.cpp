@@ -12,7 +12,7 @@
 #include <kiln/nn/model.h>
 #include <kiln/nn/optim.h>
 
-#include "example_args.h"
+#include "fashion_mnist_common.h"
 
 int main(int argc, char** argv) {
   using namespace kiln;
@@ -20,13 +20,7 @@ int main(int argc, char** argv) {
       argc, argv, "usage: custom_training_loop [--epochs 2] [--limit N] [--data DIR]\n");
   try {
     random::seed(7);
-    data::FashionMnist ds = data::load_fashion_mnist(args.data_dir);
-    Tensor x_train = reshape(cast(ds.x_train, f32) / 255.0, {-1, 784});
-    Tensor y_train = cast(ds.y_train, i32);
-    if (args.limit > 0 && args.limit < x_train.dim(0)) {
-      x_train = x_train.slice(0, 0, args.limit);
-      y_train = y_train.slice(0, 0, args.limit);
-    }
+    const auto [x_train, y_train, x_test, y_test] = kiln_examples::load_data(args, {784});
     auto train = data::Dataset::from_tensor_slices({x_train, y_train})
                      .shuffle(7)
                      .batch(64, /*drop_remainder=*/true)
@@ -61,10 +55,9 @@ int main(int argc, char** argv) {
                                epoch + 1, train_loss.value(), 100 * train_accuracy.value(),
                                opt.learning_rate().item<float>());
     }
-    Tensor x_test = reshape(cast(ds.x_test, f32) / 255.0, {-1, 784});
     Tensor predicted = argmax(model(x_test), 1);
     const double accuracy =
-        100 * mean(cast(equal(predicted, cast(ds.y_test, i64)), f64)).item<double>();
+        100 * mean(cast(equal(predicted, cast(y_test, i64)), f64)).item<double>();
     std::cout << fmt::format("test accuracy: {:.2f}% ({} traces of the train step)\n", accuracy,
                              train_step.tracing_count());
     return accuracy >= args.min_accuracy ? 0 : 1;

@@ -11,7 +11,7 @@
 #include <kiln/nn/layers.h>
 #include <kiln/nn/model.h>
 
-#include "example_args.h"
+#include "fashion_mnist_common.h"
 
 int main(int argc, char** argv) {
   using namespace kiln;
@@ -21,16 +21,8 @@ int main(int argc, char** argv) {
       "[--min-accuracy PERCENT]\n");
   try {
     random::seed(args.seed);
-    data::FashionMnist ds = data::load_fashion_mnist(args.data_dir);
     // NHWC images with one channel, scaled to [0, 1].
-    Tensor x_train = reshape(cast(ds.x_train, f32) / 255.0, {-1, 28, 28, 1});
-    Tensor y_train = cast(ds.y_train, i32);
-    if (args.limit > 0 && args.limit < x_train.dim(0)) {
-      x_train = x_train.slice(0, 0, args.limit);
-      y_train = y_train.slice(0, 0, args.limit);
-    }
-    Tensor x_test = reshape(cast(ds.x_test, f32) / 255.0, {-1, 28, 28, 1});
-    Tensor y_test = cast(ds.y_test, i32);
+    const auto [x_train, y_train, x_test, y_test] = kiln_examples::load_data(args, {28, 28, 1});
 
     nn::Sequential model(
         {nn::Conv2D(32, {3, 3}, {1, 1}, Padding::valid, "relu"), nn::MaxPool2D({2, 2}),

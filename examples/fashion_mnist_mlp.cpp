@@ -14,7 +14,7 @@
 #include <kiln/nn/layers.h>
 #include <kiln/nn/model.h>
 
-#include "example_args.h"
+#include "fashion_mnist_common.h"
 
 int main(int argc, char** argv) {
   using namespace kiln;
@@ -24,16 +24,8 @@ int main(int argc, char** argv) {
       "[--min-accuracy PERCENT]\n");
   try {
     random::seed(args.seed);
-    data::FashionMnist ds = data::load_fashion_mnist(args.data_dir);
     // Pixels scaled to [0, 1]; labels as i32 class ids.
-    Tensor x_train = cast(ds.x_train, f32) / 255.0;
-    Tensor y_train = cast(ds.y_train, i32);
-    if (args.limit > 0 && args.limit < x_train.dim(0)) {
-      x_train = x_train.slice(0, 0, args.limit);
-      y_train = y_train.slice(0, 0, args.limit);
-    }
-    Tensor x_test = cast(ds.x_test, f32) / 255.0;
-    Tensor y_test = cast(ds.y_test, i32);
+    const auto [x_train, y_train, x_test, y_test] = kiln_examples::load_data(args, {28, 28});
 
     nn::Sequential model(
         {nn::Flatten(), nn::Dense(128, "relu"), nn::Dropout(0.2), nn::Dense(10, "softmax")});

@@ -4,6 +4,7 @@
 // Unlike Keras, shapes that still differ after that are an error, not a broadcast.
 
 #include <kiln/nn/losses.h>
+#include <kiln/nn/rank_util.h>
 
 #include <utility>
 
@@ -42,25 +43,7 @@ void check_same_shape(const char* loss, const Tensor& y_true, const Tensor& y_pr
              y_pred.type_str());
 }
 
-// Keras's squeeze_or_expand_to_same_rank: when the ranks differ by one and the larger has a
-// trailing dim of 1, that dim is dropped (or a rank-1 partner gains one), so [B] labels
-// meet [B, 1] predictions.
-std::pair<Tensor, Tensor> match_ranks(Tensor a, Tensor b) {
-  // A scalar partner is left alone (the shape check then reports the mismatch).
-  const int64_t ra = a.rank(), rb = b.rank();
-  if (ra == rb + 1 && rb >= 1 && a.shape().back() == 1) {
-    if (rb == 1)
-      b = expand_dims(b, -1);
-    else
-      a = squeeze(a, -1);
-  } else if (rb == ra + 1 && ra >= 1 && b.shape().back() == 1) {
-    if (ra == 1)
-      a = expand_dims(a, -1);
-    else
-      b = squeeze(b, -1);
-  }
-  return {std::move(a), std::move(b)};
-}
+using detail::match_ranks;
 
 // p / sum(p), clipped, then logged: the probability form's log-likelihoods.
 Tensor clipped_log_probs(const Tensor& p) {

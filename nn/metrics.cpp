@@ -2,6 +2,7 @@
 // counted. Updates go through Variable::assign_add, which a trace records as ordered assigns.
 
 #include <kiln/nn/metrics.h>
+#include <kiln/nn/rank_util.h>
 
 #include <kiln/core/ops.h>
 
@@ -21,22 +22,7 @@ void check_inputs(const std::string& metric, const Tensor& y_true, const Tensor&
              metric);
 }
 
-// keras's squeeze_or_expand_to_same_rank (see losses.cpp).
-std::pair<Tensor, Tensor> match_ranks(Tensor a, Tensor b) {
-  const int64_t ra = a.rank(), rb = b.rank();
-  if (ra == rb + 1 && rb >= 1 && a.shape().back() == 1) {
-    if (rb == 1)
-      b = expand_dims(b, -1);
-    else
-      a = squeeze(a, -1);
-  } else if (rb == ra + 1 && ra >= 1 && b.shape().back() == 1) {
-    if (ra == 1)
-      a = expand_dims(a, -1);
-    else
-      b = squeeze(b, -1);
-  }
-  return {std::move(a), std::move(b)};
-}
+using detail::match_ranks;
 
 Tensor f64_zero() {
   return scalar_tensor(0.0, DType::f64);

@@ -36,24 +36,17 @@ void check_gradients(const std::function<Tensor()>& f, const std::vector<Variabl
     const Tensor l = loss();
     grads = tape.gradient(l, vars);
   }
-  const double h = 1e-6;
   for (size_t i = 0; i < vars.size(); ++i) {
     INFO("gradient of " << vars[i].name());
     REQUIRE(grads[i].defined());
     REQUIRE(grads[i].shape() == vars[i].shape());
     const Tensor base = vars[i].value();
-    std::vector<double> b = vals(base), numeric(b.size());
-    for (size_t j = 0; j < b.size(); ++j) {
-      const double keep = b[j];
-      b[j] = keep + h;
-      vars[i].assign(f64_tensor(b, base.shape()));
-      const double up = loss().item<double>();
-      b[j] = keep - h;
-      vars[i].assign(f64_tensor(b, base.shape()));
-      const double down = loss().item<double>();
-      b[j] = keep;
-      numeric[j] = (up - down) / (2 * h);
-    }
+    const std::vector<double> numeric = testing::numeric_gradient(
+        [&](const std::vector<double>& b) {
+          vars[i].assign(f64_tensor(b, base.shape()));
+          return loss().item<double>();
+        },
+        vals(base));
     vars[i].assign(base);
     check_close(grads[i], numeric, tol, tol);
   }

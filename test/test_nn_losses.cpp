@@ -30,17 +30,11 @@ void check_gradient(F f, const Tensor& x0, double rtol = 1e-6, double atol = 1e-
     g = tape.gradient(y, x);
   }
   REQUIRE(g.defined());
-  const std::vector<double> xs = x0.to_vector<double>();
-  std::vector<double> numeric(xs.size());
-  const double h = 1e-6;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    std::vector<double> plus = xs, minus = xs;
-    plus[i] += h;
-    minus[i] -= h;
-    const double fp = f(from_vector(plus, x0.shape())).template item<double>();
-    const double fm = f(from_vector(minus, x0.shape())).template item<double>();
-    numeric[i] = (fp - fm) / (2 * h);
-  }
+  const std::vector<double> numeric = testing::numeric_gradient(
+      [&](const std::vector<double>& xs) {
+        return f(from_vector(xs, x0.shape())).template item<double>();
+      },
+      x0.to_vector<double>());
   check_close(g, numeric, rtol, atol);
 }
 

@@ -16,15 +16,8 @@ Tensor vec(const std::vector<double>& v) {
 // d/dx sum(f(x)) by central differences, in f64.
 std::vector<double> numeric_grad(const std::function<Tensor(const Tensor&)>& f,
                                  const std::vector<double>& x0) {
-  std::vector<double> g(x0.size());
-  const double h = 1e-6;
-  for (size_t i = 0; i < x0.size(); ++i) {
-    std::vector<double> a = x0, b = x0;
-    a[i] += h;
-    b[i] -= h;
-    g[i] = (sum(f(vec(a))).item<double>() - sum(f(vec(b))).item<double>()) / (2 * h);
-  }
-  return g;
+  return testing::numeric_gradient(
+      [&](const std::vector<double>& x) { return sum(f(vec(x))).item<double>(); }, x0);
 }
 
 // A scalar-input while loop: v <- sin(v) * c + v, as long as the counter is below n.

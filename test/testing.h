@@ -3,6 +3,7 @@
 // Helpers shared by the tests.
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,24 @@
 #include <kiln/kiln.h>
 
 namespace kiln::testing {
+
+// The gradient of the scalar function f at x0 by central differences (step h), one element
+// at a time: the independent reference that gradient tests compare tapes against, in f64.
+inline std::vector<double> numeric_gradient(
+    const std::function<double(const std::vector<double>&)>& f, std::vector<double> x0,
+    double h = 1e-6) {
+  std::vector<double> g(x0.size());
+  for (size_t i = 0; i < x0.size(); ++i) {
+    const double keep = x0[i];
+    x0[i] = keep + h;
+    const double up = f(x0);
+    x0[i] = keep - h;
+    const double down = f(x0);
+    x0[i] = keep;
+    g[i] = (up - down) / (2 * h);
+  }
+  return g;
+}
 
 // Checks that two value lists agree elementwise within rtol*|expected| + atol.
 inline void check_close(const std::vector<double>& got, const std::vector<double>& expected,
