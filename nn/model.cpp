@@ -1,5 +1,6 @@
 #include <kiln/nn/model.h>
 
+#include <charconv>
 #include <iostream>
 
 #include <kiln/autograd/tape.h>
@@ -124,14 +125,18 @@ Logs Model::metric_logs() const {
   return logs;
 }
 
-Logs Model::train_on_batch(const Tensor& x, const Tensor& y) {
-  KILN_CHECK(compiled(), "Model::train_on_batch ({}): compile the model first", name());
+void Model::run_train_step(const Tensor& x, const Tensor& y) {
   build_for(x);
   if (compile_options_.run_eagerly)
     train_step(x, y);
   else
     (*train_fn_)(x, y);
   ++steps_done_;
+}
+
+Logs Model::train_on_batch(const Tensor& x, const Tensor& y) {
+  KILN_CHECK(compiled(), "Model::train_on_batch ({}): compile the model first", name());
+  run_train_step(x, y);
   return metric_logs();
 }
 
@@ -174,7 +179,7 @@ History Model::fit(const data::Dataset& train, FitOptions options) {
     int64_t steps = 0;
     for (const data::Element& e : train.epoch(epoch)) {
       auto [xb, yb] = split_batch(e, name());
-      train_on_batch(xb, yb);
+      run_train_step(xb, yb);  // the metrics are read only when something shows them
       ++steps;
       std::optional<Logs> logs;
       for (const auto& cb : options.callbacks) {
@@ -251,6 +256,16 @@ void Model::save(const std::string& dir) {
 
 namespace {
 
+// A non-negative integer from a checkpoint's metadata, or a kiln::Error naming the file.
+uint64_t parse_count(const std::string& text, const std::string& path, const char* what) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, v);
+  KILN_CHECK(ec == std::errc() && p == end && !text.empty(),
+             "Model::load_checkpoint: {}: metadata '{}' is not a count: '{}'", path, what, text);
+  return v;
+}
+
 std::vector<Variable> checkpoint_variables(const Model& model) {
   std::vector<Variable> vars = model.variables();
   if (model.compiled())
@@ -286,11 +301,12 @@ int Model::load_checkpoint(const std::string& path) {
                "Model::load_checkpoint ({}): {} records no input_shape; build the model first",
                name(), path);
     std::vector<int64_t> dims{1};
-    std::string rest = it->second;
+    const std::string& rest = it->second;
     for (size_t pos = 0; pos < rest.size();) {
       size_t comma = rest.find(',', pos);
       if (comma == std::string::npos) comma = rest.size();
-      dims.push_back(std::stoll(rest.substr(pos, comma - pos)));
+      dims.push_back(
+          static_cast<int64_t>(parse_count(rest.substr(pos, comma - pos), path, "input_shape")));
       pos = comma + 1;
     }
     auto dt = file.metadata.find("input_dtype");
@@ -304,7 +320,7 @@ int Model::load_checkpoint(const std::string& path) {
     auto it = meta.find(key);
     KILN_CHECK(it != meta.end(), "Model::load_checkpoint ({}): {} has no '{}' entry", name(), path,
                key);
-    return std::stoull(it->second);
+    return parse_count(it->second, path, key);
   };
   random::set_state({get("rng_seed"), get("rng_offset")});
   return static_cast<int>(get("epoch"));

@@ -123,6 +123,7 @@ class Model : public Module {
  private:
   using Step = std::function<std::vector<Tensor>(const Tensor&, const Tensor&)>;
   std::vector<Tensor> train_step(const Tensor& x, const Tensor& y);
+  void run_train_step(const Tensor& x, const Tensor& y);  // traced or eager, per compile
   std::vector<Tensor> test_step(const Tensor& x, const Tensor& y);
   // The output (for metrics) and the loss of one batch.
   std::pair<Tensor, Tensor> forward_loss(const Tensor& x, const Tensor& y, bool training);

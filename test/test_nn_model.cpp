@@ -5,6 +5,7 @@
 #include <regex>
 #include <sstream>
 
+#include <kiln/nn/checkpoint.h>
 #include <kiln/nn/layers.h>
 #include <kiln/nn/model.h>
 #include <kiln/nn/progress.h>
@@ -252,4 +253,16 @@ TEST_CASE("a Sequential nests as a layer; a compiled model refuses to move") {
   nn::Sequential compiled({nn::Dense(1)});
   compiled.compile(optim::SGD(), nn::MeanSquaredError());
   testing::check_error([&] { nn::Sequential moved(std::move(compiled)); }, {"moved", "compiled"});
+}
+
+TEST_CASE("a checkpoint with corrupt metadata is a kiln::Error") {
+  const fs::path dir = scratch("bad_meta");
+  fs::create_directories(dir);
+  const std::string path = (dir / "bad.safetensors").string();
+  nn::save_safetensors(path, std::map<std::string, Tensor>{{"x", tensor({1.f})}},
+                       {{"input_shape", "28,x8"}, {"epoch", "1"}});
+  nn::Sequential model({nn::Dense(2)});
+  model.compile(optim::SGD(), nn::MeanSquaredError());
+  testing::check_error([&] { model.load_checkpoint(path); }, {"load_checkpoint", "input_shape"});
+  fs::remove_all(dir);
 }
