@@ -71,9 +71,10 @@ class Tensor {
   int64_t offset() const { return impl().offset; }
   bool is_contiguous() const;
   // Whether this handle is the only reference to its data: no other Tensor, view or storage
-  // handle shares it, so a kernel may write its output over it (in-place). Kernels only.
-  bool data_is_unshared() const {
-    return impl_ != nullptr && impl_.use_count() == 1 && impl_->storage != nullptr &&
+  // handle shares it, so a kernel may write its output over it (in-place). `handles` allows
+  // that many copies of this very handle (a variable's value and its read). Kernels only.
+  bool data_is_unshared(long handles = 1) const {
+    return impl_ != nullptr && impl_.use_count() == handles && impl_->storage != nullptr &&
            impl_->storage.use_count() == 1;
   }
   bool is_symbolic() const { return impl_ && !impl_->storage; }

@@ -25,6 +25,9 @@ struct BufferAssignment {
 struct InPlace {
   int output = -1;  // value ids
   int input = -1;
+  // Donation: the input is a read of this variable slot and the output is assigned back to
+  // it, so the kernel may update the variable's buffer in place (-1: an ordinary pair).
+  int variable = -1;
 };
 
 // release_after[k]: the values whose last use is step k. in_place: the pairs the executable

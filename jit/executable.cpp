@@ -85,6 +85,38 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
 // storage, so the input's producer then allocates outside the arena.
 void Executable::plan_in_place() {
   in_place_.resize(plan_.groups.size());
+  // Variable slots: which slot each read produces, where each value is assigned, and the
+  // steps that read or assign each slot.
+  const size_t nv = graph_.types.size();
+  std::vector<int> read_slot(nv, -1), assigned_slot(nv, -1);
+  std::vector<int> step_of_node(graph_.nodes.size(), -1);
+  for (size_t k = 0; k < plan_.steps.size(); ++k)
+    if (plan_.steps[k].node >= 0)
+      step_of_node[static_cast<size_t>(plan_.steps[k].node)] = static_cast<int>(k);
+  for (const ir::Node& n : graph_.nodes) {
+    if (n.op == "read_variable")
+      read_slot[static_cast<size_t>(n.outputs[0])] = static_cast<int>(n.attrs.i("var"));
+    if (n.op == "assign_variable")
+      assigned_slot[static_cast<size_t>(n.inputs[0])] = static_cast<int>(n.attrs.i("var"));
+  }
+  // Donating a variable's buffer at step k is safe when no read of that slot runs after k
+  // and before its assign (such a read expects the old value).
+  auto donatable = [&](size_t k, int slot, int out) {
+    int assign_step = -1;
+    for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+      const ir::Node& n = graph_.nodes[i];
+      if (n.op == "assign_variable" && n.inputs[0] == out) assign_step = step_of_node[i];
+    }
+    if (assign_step <= static_cast<int>(k)) return false;
+    for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+      const ir::Node& n = graph_.nodes[i];
+      const int st = step_of_node[i];
+      if ((n.op == "read_variable" || n.op == "assign_variable") && n.attrs.i("var") == slot &&
+          st > static_cast<int>(k) && st < assign_step)
+        return false;
+    }
+    return true;
+  };
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
     const int g = plan_.steps[k].group;
     if (g < 0) continue;
@@ -105,7 +137,12 @@ void Executable::plan_in_place() {
         for (const cpu::KernelInput& other : kp.inputs)
           only_full &= other.value != v || other.kind == cpu::InputKind::full;
         if (!only_full) continue;
-        in_place_[static_cast<size_t>(g)].push_back({out, v});
+        // A variable's read: only its own new value may take its buffer (donation).
+        const int slot = read_slot[static_cast<size_t>(v)];
+        if (slot >= 0 &&
+            (assigned_slot[static_cast<size_t>(out)] != slot || !donatable(k, slot, out)))
+          continue;
+        in_place_[static_cast<size_t>(g)].push_back({out, v, slot});
         const auto& outs = plan_.groups[static_cast<size_t>(g)].outputs;
         kernels_[static_cast<size_t>(g)].in_place.emplace_back(
             static_cast<size_t>(std::find(outs.begin(), outs.end(), out) - outs.begin()), v);
@@ -324,8 +361,15 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
   std::vector<std::pair<int, Tensor>> reused;
   for (const InPlace& p : in_place_[k]) {
     const Tensor& t = vals[static_cast<size_t>(p.input)];
-    if (t.data_is_unshared() && t.is_contiguous() && t.shape() == out_shape)
-      reused.emplace_back(p.output, t);
+    if (!t.is_contiguous() || t.shape() != out_shape) continue;
+    if (p.variable < 0) {
+      if (t.data_is_unshared()) reused.emplace_back(p.output, t);
+      continue;
+    }
+    // Donation: the buffer is held by the variable and this read only.
+    const ir::VariableSlot& slot = graph_.variables[static_cast<size_t>(p.variable)];
+    const bool same = slot.var && slot.var->stored().defined() && slot.var->stored().id() == t.id();
+    if (same && t.data_is_unshared(2)) reused.emplace_back(p.output, t);
   }
   // All or none: the kernel has a loop version for each (see KernelPlan::in_place).
   if (reused.size() != in_place_[k].size()) reused.clear();
