@@ -89,11 +89,15 @@ void Executable::plan_in_place() {
   // steps that read or assign each slot.
   const size_t nv = graph_.types.size();
   std::vector<int> read_slot(nv, -1), assigned_slot(nv, -1);
+  std::vector<bool> is_param(nv, false), is_constant(nv, false);
+  for (int p : graph_.params)
+    is_param[static_cast<size_t>(p)] = true;
   std::vector<int> step_of_node(graph_.nodes.size(), -1);
   for (size_t k = 0; k < plan_.steps.size(); ++k)
     if (plan_.steps[k].node >= 0)
       step_of_node[static_cast<size_t>(plan_.steps[k].node)] = static_cast<int>(k);
   for (const ir::Node& n : graph_.nodes) {
+    if (n.op == "constant") is_constant[static_cast<size_t>(n.outputs[0])] = true;
     if (n.op == "read_variable")
       read_slot[static_cast<size_t>(n.outputs[0])] = static_cast<int>(n.attrs.i("var"));
     if (n.op == "assign_variable")
@@ -137,6 +141,8 @@ void Executable::plan_in_place() {
         for (const cpu::KernelInput& other : kp.inputs)
           only_full &= other.value != v || other.kind == cpu::InputKind::full;
         if (!only_full) continue;
+        // The caller's inputs and the graph's constants are held elsewhere: never in place.
+        if (is_param[static_cast<size_t>(v)] || is_constant[static_cast<size_t>(v)]) continue;
         // A variable's read: only its own new value may take its buffer (donation).
         const int slot = read_slot[static_cast<size_t>(v)];
         if (slot >= 0 &&

@@ -154,3 +154,33 @@ TEST_CASE("arena: results and variables stay valid over many calls from four thr
     update(g);
   check_close(v.value().slice(0, 0, 1).slice(1, 0, 2), {-0.5, -0.5});
 }
+
+TEST_CASE("donation: an update writes over its variable's buffer, never over a held value") {
+  Variable w(ones({4096}), "w");
+  auto step = kiln::function([&](const Tensor& g) {
+    w.assign(w.value() - g * 0.5f);
+    return sum(w.value());
+  });
+  const Tensor g = ones({4096});
+  step(g);  // compile
+  // Nothing else holds the buffer: the update lands in place.
+  const void* before = w.value().raw_data();
+  check_close(step(g), {0.0});  // w: 1 -> 0.5 (the first call) -> 0
+  CHECK(w.value().raw_data() == before);
+  // A caller holding the old value keeps it: the update goes to a new buffer.
+  const Tensor held = w.value();
+  check_close(step(g), {4096 * -0.5});
+  check_close(sum(held), {0.0});
+  CHECK(w.value().raw_data() != held.raw_data());
+  // A read of the old value that outlives the update is never overwritten either.
+  Variable v(ones({1024}), "v");
+  auto both = kiln::function([&](const Tensor& d) {
+    Tensor old = v.value();
+    v.assign(old + d);
+    return old * 1.f + 0.f;  // the old value, read after the assign
+  });
+  const Tensor d = full({1024}, 2.f);
+  check_close(sum(both(d)), {1024.0});
+  check_close(sum(both(d)), {3 * 1024.0});
+  check_close(sum(v.value()), {5 * 1024.0});
+}

@@ -512,8 +512,9 @@ TEST_CASE("summary: concurrent writers interleave whole records") {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t)
     threads.emplace_back([&w, t] {
+      const std::string tag = fmt::format("t{}", t);
       for (int i = 0; i < kEach; ++i) {
-        w.scalar("t" + std::to_string(t), t * 1000 + i, i);
+        w.scalar(tag, t * 1000 + i, i);
         if (i % 50 == 0) w.flush();
       }
     });
@@ -694,7 +695,7 @@ TEST_CASE("checkpoint: restore mismatches change nothing") {
   untouched();
   std::map<std::string, kiln::Tensor> many;
   for (int i = 0; i < 12; ++i)
-    many.emplace("t" + std::to_string(i + 10), kiln::tensor(i));
+    many.emplace(fmt::format("t{}", i + 10), kiln::tensor(i));
   kiln::nn::save_safetensors(path, many);
   check_error([&] { kiln::nn::restore_safetensors(path, {a}); },
               {"'a' has no tensor", "'t10', 't11',", "'t19' and 2 more"});
