@@ -10,6 +10,7 @@
 
 #include <kiln/core/arena.h>
 #include <kiln/core/error.h>
+#include <kiln/core/first_fit.h>
 
 namespace kiln {
 namespace memory {
@@ -42,7 +43,7 @@ class Arena {
   mutable std::mutex mu_;
   char* base_ = nullptr;
   size_t capacity_ = 0;
-  std::map<size_t, size_t> free_;  // offset -> size, coalesced
+  FirstFit ranges_;
   std::map<size_t, size_t> used_;  // offset -> size
   size_t in_use_ = 0, high_ = 0, served_ = 0;
   bool closed_ = false;
@@ -64,53 +65,32 @@ void release(const std::shared_ptr<Arena>& a) {
 }
 }  // namespace
 
-Arena::Arena(size_t capacity) : capacity_((capacity + 63) / 64 * 64) {
+Arena::Arena(size_t capacity) : capacity_((capacity + 63) / 64 * 64), ranges_(capacity_) {
   Arena* saved = current_arena;
   current_arena = nullptr;  // the block itself comes from the usual path
   base_ = static_cast<char*>(cpu_allocator().allocate(capacity_));
   current_arena = saved;
-  free_[0] = capacity_;
 }
 
 void* Arena::allocate(size_t nbytes) {
   const size_t size = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto it = free_.begin(); it != free_.end(); ++it) {
-    if (it->second < size) continue;
-    const size_t offset = it->first, left = it->second - size;
-    free_.erase(it);
-    if (left > 0) free_[offset + size] = left;
-    used_[offset] = size;
-    in_use_ += size;
-    served_ += size;
-    high_ = std::max(high_, in_use_);
-    return base_ + offset;
-  }
-  return nullptr;
+  const std::optional<size_t> offset = ranges_.take(size);
+  if (!offset) return nullptr;
+  used_[*offset] = size;
+  in_use_ += size;
+  served_ += size;
+  high_ = std::max(high_, in_use_);
+  return base_ + *offset;
 }
 
 bool Arena::deallocate(void* p) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = used_.find(static_cast<size_t>(static_cast<char*>(p) - base_));
   KILN_CHECK(it != used_.end(), "allocator: freeing an address the arena did not hand out");
-  size_t offset = it->first, size = it->second;
+  ranges_.give(it->first, it->second);
+  in_use_ -= it->second;
   used_.erase(it);
-  in_use_ -= size;
-  // Coalesce with the free neighbours.
-  auto next = free_.lower_bound(offset);
-  if (next != free_.end() && next->first == offset + size) {
-    size += next->second;
-    next = free_.erase(next);
-  }
-  if (next != free_.begin()) {
-    auto prev = std::prev(next);
-    if (prev->first + prev->second == offset) {
-      offset = prev->first;
-      size += prev->second;
-      free_.erase(prev);
-    }
-  }
-  free_[offset] = size;
   return closed_ && used_.empty();
 }
 

@@ -1,5 +1,7 @@
 #include <kiln/jit/buffer_assignment.h>
 
+#include <kiln/core/first_fit.h>
+
 #include <algorithm>
 #include <map>
 #include <numeric>
@@ -26,57 +28,6 @@ struct Aliases {
     return v;
   }
   void join(int a, int b) { parent[static_cast<size_t>(find(a))] = find(b); }
-};
-
-// First-fit ranges over [0, inf), tracking the highest end reached.
-class Simulator {
- public:
-  size_t take(size_t size) {
-    for (auto it = free_.begin(); it != free_.end(); ++it) {
-      if (it->second < size) continue;
-      const size_t off = it->first, left = it->second - size;
-      free_.erase(it);
-      if (left) free_[off + size] = left;
-      return off;
-    }
-    const size_t off = top_;
-    top_ += size;
-    peak_ = std::max(peak_, top_);
-    return off;
-  }
-  void give(size_t off, size_t size) {
-    auto next = free_.lower_bound(off);
-    if (next != free_.end() && next->first == off + size) {
-      size += next->second;
-      next = free_.erase(next);
-    }
-    if (next != free_.begin()) {
-      auto prev = std::prev(next);
-      if (prev->first + prev->second == off) {
-        off = prev->first;
-        size += prev->second;
-        free_.erase(prev);
-      }
-    }
-    // A range that reaches the top lowers it.
-    if (off + size == top_) {
-      top_ = off;
-      if (!free_.empty()) {
-        auto last = std::prev(free_.end());
-        if (last->first + last->second == top_) {
-          top_ = last->first;
-          free_.erase(last);
-        }
-      }
-      return;
-    }
-    free_[off] = size;
-  }
-  size_t peak() const { return peak_; }
-
- private:
-  std::map<size_t, size_t> free_;
-  size_t top_ = 0, peak_ = 0;
 };
 
 }  // namespace
@@ -149,7 +100,7 @@ BufferAssignment assign_buffers(const ir::Graph& g, const FusionPlan& plan,
     ++live_values[static_cast<size_t>(alias.find(static_cast<int>(v)))];
   std::vector<size_t> offset(nv, 0), size(nv, 0);
   std::vector<bool> placed(nv, false);
-  Simulator sim;
+  memory::FirstFit sim;  // the arena's own placement, unbounded
   for (size_t k = 0; k < plan.steps.size(); ++k) {
     const Step& s = plan.steps[k];
     const std::vector<int>& outs = s.group >= 0 ? plan.groups[static_cast<size_t>(s.group)].outputs
@@ -162,7 +113,7 @@ BufferAssignment assign_buffers(const ir::Graph& g, const FusionPlan& plan,
       for (int v : outs) {
         if (!fresh[static_cast<size_t>(v)]) continue;
         const size_t bytes = granules(g.types[static_cast<size_t>(v)]);
-        offset[static_cast<size_t>(v)] = sim.take(bytes);
+        offset[static_cast<size_t>(v)] = *sim.take(bytes);
         size[static_cast<size_t>(v)] = bytes;
         placed[static_cast<size_t>(v)] = true;
         out.intermediate_bytes += bytes;
