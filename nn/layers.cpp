@@ -134,40 +134,26 @@ Tensor Conv2D::call(const Tensor& x, bool training) {
 
 // ---- pooling -------------------------------------------------------------------------------
 
-MaxPool2D::MaxPool2D(std::vector<int64_t> pool_size, std::vector<int64_t> strides, Padding padding)
-    : Module("max_pooling2d"),
+Pool2D::Pool2D(Kind kind, std::vector<int64_t> pool_size, std::vector<int64_t> strides,
+               Padding padding)
+    : Module(kind == Kind::max ? "max_pooling2d" : "average_pooling2d"),
+      kind_(kind),
       pool_(std::move(pool_size)),
       strides_(strides.empty() ? pool_ : std::move(strides)),
       padding_(padding) {
-  check_pair("MaxPool2D", "pool_size", pool_);
-  check_pair("MaxPool2D", "strides", strides_);
+  const char* layer = kind == Kind::max ? "MaxPool2D" : "AvgPool2D";
+  check_pair(layer, "pool_size", pool_);
+  check_pair(layer, "strides", strides_);
 }
 
-Shape MaxPool2D::output_shape(const Shape& input_shape) const {
+Shape Pool2D::output_shape(const Shape& input_shape) const {
   return window_output_shape(path(), input_shape, pool_, strides_, padding_, -1);
 }
 
-Tensor MaxPool2D::call(const Tensor& x, bool training) {
+Tensor Pool2D::call(const Tensor& x, bool training) {
   output_shape(x.shape());  // names this layer when the input does not fit
-  return max_pool2d(x, pool_, strides_, padding_);
-}
-
-AvgPool2D::AvgPool2D(std::vector<int64_t> pool_size, std::vector<int64_t> strides, Padding padding)
-    : Module("average_pooling2d"),
-      pool_(std::move(pool_size)),
-      strides_(strides.empty() ? pool_ : std::move(strides)),
-      padding_(padding) {
-  check_pair("AvgPool2D", "pool_size", pool_);
-  check_pair("AvgPool2D", "strides", strides_);
-}
-
-Shape AvgPool2D::output_shape(const Shape& input_shape) const {
-  return window_output_shape(path(), input_shape, pool_, strides_, padding_, -1);
-}
-
-Tensor AvgPool2D::call(const Tensor& x, bool training) {
-  output_shape(x.shape());
-  return avg_pool2d(x, pool_, strides_, padding_);
+  return kind_ == Kind::max ? max_pool2d(x, pool_, strides_, padding_)
+                            : avg_pool2d(x, pool_, strides_, padding_);
 }
 
 // ---- Flatten -------------------------------------------------------------------------------

@@ -66,28 +66,34 @@ class Conv2D : public Module {
 };
 
 // Pooling over NHWC windows; strides default to the pool size, as in Keras.
-class MaxPool2D : public Module {
+class Pool2D : public Module {
  public:
-  explicit MaxPool2D(std::vector<int64_t> pool_size = {2, 2}, std::vector<int64_t> strides = {},
-                     Padding padding = Padding::valid);
+  enum class Kind { max, average };
   Tensor call(const Tensor& x, bool training) override;
   Shape output_shape(const Shape& input_shape) const override;
 
+ protected:
+  Pool2D(Kind kind, std::vector<int64_t> pool_size, std::vector<int64_t> strides, Padding padding);
+
  private:
+  Kind kind_;
   std::vector<int64_t> pool_, strides_;
   Padding padding_;
 };
 
-class AvgPool2D : public Module {
+class MaxPool2D : public Pool2D {
+ public:
+  explicit MaxPool2D(std::vector<int64_t> pool_size = {2, 2}, std::vector<int64_t> strides = {},
+                     Padding padding = Padding::valid)
+      : Pool2D(Kind::max, std::move(pool_size), std::move(strides), padding) {}
+};
+
+// Averages over each window's in-bounds elements (TensorFlow's "same" semantics).
+class AvgPool2D : public Pool2D {
  public:
   explicit AvgPool2D(std::vector<int64_t> pool_size = {2, 2}, std::vector<int64_t> strides = {},
-                     Padding padding = Padding::valid);
-  Tensor call(const Tensor& x, bool training) override;
-  Shape output_shape(const Shape& input_shape) const override;
-
- private:
-  std::vector<int64_t> pool_, strides_;
-  Padding padding_;
+                     Padding padding = Padding::valid)
+      : Pool2D(Kind::average, std::move(pool_size), std::move(strides), padding) {}
 };
 
 // [batch, d1, d2, ...] -> [batch, d1*d2*...]; works with an unknown batch dim.
