@@ -1,6 +1,8 @@
 #include <kiln/jit/executable.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -44,6 +46,7 @@ bool runs_a_kernel(const ir::Node& n) {
 Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   matmul_epilogue().run(graph_);
   conv_epilogue().run(graph_);
+  expand_adam().run(graph_);
   for (const TensorType& t : graph_.types)
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);
@@ -78,6 +81,45 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     dump(dir, traced.name, "ll", compiled.llvm_ir);
     dump(dir, traced.name, "s", compiled.assembly);
   }
+  if (const char* p = std::getenv("KILN_PROFILE"); p != nullptr && *p != '\0' && *p != '0') {
+    profile_ns_ = std::make_unique<std::atomic<int64_t>[]>(plan_.steps.size());
+    for (size_t k = 0; k < plan_.steps.size(); ++k)
+      profile_ns_[k].store(0);
+  }
+}
+
+Executable::~Executable() {
+  if (profile_ns_ && profile_calls_.load() > 0) std::fputs(profile_text().c_str(), stderr);
+}
+
+// One line per step: its mean time per call, its share of the total, and what it runs.
+std::string Executable::profile_text() const {
+  const int64_t calls = profile_calls_.load();
+  int64_t total = 0;
+  for (size_t k = 0; k < plan_.steps.size(); ++k)
+    total += profile_ns_[k].load();
+  std::string out = fmt::format("KILN_PROFILE '{}': {} calls, {:.1f} us per call in steps\n",
+                                graph_.name, calls, 1e-3 * static_cast<double>(total) / calls);
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& s = plan_.steps[k];
+    const int64_t ns = profile_ns_[k].load();
+    std::string what;
+    if (s.group >= 0) {
+      const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
+      what = fmt::format("kernel k{} over {}:", s.group, grp.shape.str());
+      for (int i : grp.nodes)
+        what += " " + graph_.nodes[static_cast<size_t>(i)].op;
+    } else {
+      const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
+      what = n.op;
+      for (int v : n.outputs)
+        what += " " + graph_.types[static_cast<size_t>(v)].shape.str();
+    }
+    out += fmt::format(
+        "  {:9.2f} us {:5.1f}%  {}\n", 1e-3 * static_cast<double>(ns) / calls,
+        total > 0 ? 100.0 * static_cast<double>(ns) / static_cast<double>(total) : 0.0, what);
+  }
+  return out;
 }
 
 // Elementwise kernels may write an output over a full-shaped input of the same type that dies
@@ -446,8 +488,12 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
                spec.shape.str());
     vals[static_cast<size_t>(g.params[i])] = inputs[i];
   }
+  using Clock = std::chrono::steady_clock;
+  const bool profiling = profile_ns_ != nullptr;
+  if (profiling) profile_calls_.fetch_add(1, std::memory_order_relaxed);
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
     const Step& s = plan_.steps[k];
+    const Clock::time_point start = profiling ? Clock::now() : Clock::time_point();
     std::optional<memory::ArenaScope::Pause> outside;
     if (buffers_.outside_arena[k]) outside.emplace();
     if (s.group >= 0)
@@ -456,6 +502,10 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
       tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
     for (int v : release_after_[k])
       vals[static_cast<size_t>(v)] = Tensor();
+    if (profiling)
+      profile_ns_[k].fetch_add(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
+          std::memory_order_relaxed);
   }
   std::vector<Tensor> results;
   results.reserve(g.results.size());

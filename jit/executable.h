@@ -7,6 +7,7 @@
 // draws with fresh counters, and control flow. Each call owns its value table, so several
 // threads may call one Executable at once.
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@ class Executable final : public tracer::CompiledGraph {
   // Optimizes, fuses and compiles `traced`. Under KILN_DUMP=dir it writes the traced and
   // optimized IR, the fusion groups, the LLVM IR (.ll) and the assembly (.s).
   explicit Executable(const ir::Graph& traced);
+  ~Executable() override;
   Executable(const Executable&) = delete;
   Executable& operator=(const Executable&) = delete;
 
@@ -53,6 +55,11 @@ class Executable final : public tracer::CompiledGraph {
   BufferAssignment buffers_;
   // Per fusion group: outputs written over an input that dies there (elementwise kernels).
   std::vector<std::vector<InPlace>> in_place_;
+  // Under KILN_PROFILE=1: nanoseconds and calls per step, printed to stderr when the
+  // Executable is destroyed.
+  std::unique_ptr<std::atomic<int64_t>[]> profile_ns_;
+  mutable std::atomic<int64_t> profile_calls_{0};
+  std::string profile_text() const;
 };
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same

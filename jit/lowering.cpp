@@ -33,7 +33,9 @@ const Call kCalls[] = {
     {"max_pool2d_grad", {"eager pooling-gradient kernel"}},
     {"max_pool2d_select", {"eager pooling-gradient kernel"}},
     {"avg_pool2d_grad", {"eager pooling-gradient kernel"}},
-    {"adam_update", {"eager fused Adam kernel (one pass over param, m, v, grad)"}},
+    {"adam_update",
+     {"f32/f64: expanded into elementwise ops (jit/passes/expand_adam.cpp), one generated "
+      "kernel that updates the variables in place; other dtypes: the eager fused Adam kernel"}},
     {"reduce_prod", {"eager reduction kernel"}},
     {"argmax", {"eager arg-reduction kernel"}},
     {"argmin", {"eager arg-reduction kernel"}},

@@ -49,5 +49,6 @@ Pass dce();                 // nodes whose outputs nobody uses and that have no 
 // Lowering passes, run once after simplification on what the JIT compiles.
 Pass matmul_epilogue();  // relu(matmul(a, b) + bias) -> matmul_bias_act (oneDNN post-ops)
 Pass conv_epilogue();    // relu(conv2d(x, w) + bias) -> conv2d_bias_act (oneDNN post-ops)
+Pass expand_adam();      // adam_update -> its elementwise ops (one fused, in-place kernel)
 
 }  // namespace kiln::jit

@@ -1,5 +1,7 @@
 // The JIT: fused kernels against the interpreter (the reference), kernel counts, the
 // polynomial math against libm, threads, dynamic dims, broadcasting and KILN_DUMP.
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -651,4 +653,34 @@ TEST_CASE("jit: fuzzer-found fusion defects stay fixed") {
     const Tensor x = rnd(sx, 11), y = rnd(sy, 12);
     check_close(kiln::function(fn)(x, y), kiln::function(fn, kInterpreted)(x, y), 1e-5, 1e-6);
   }
+}
+
+TEST_CASE("jit: KILN_PROFILE prints each step's time when the function goes away") {
+  namespace fs = std::filesystem;
+  const fs::path log = fs::temp_directory_path() / fmt::format("kiln_profile_{}.txt", ::getpid());
+  ::setenv("KILN_PROFILE", "1", 1);
+  std::fflush(stderr);
+  const int saved = ::dup(2);
+  FILE* f = std::fopen(log.c_str(), "w");
+  REQUIRE(f != nullptr);
+  ::dup2(::fileno(f), 2);
+  {
+    // A graph no other test compiles (its constant is unique), so its Executable is new.
+    auto fn = kiln::function(
+        [](const Tensor& a, const Tensor& b) { return relu(matmul(a, b) * 0.654321f); });
+    for (int i = 0; i < 3; ++i)
+      fn(rnd({8, 16}, 1), rnd({16, 4}, 2));
+  }
+  std::fflush(stderr);
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::fclose(f);
+  ::unsetenv("KILN_PROFILE");
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(log);
+  CHECK(text.find("KILN_PROFILE") != std::string::npos);
+  CHECK(text.find("3 calls") != std::string::npos);
+  CHECK(text.find("matmul [8,4]") != std::string::npos);
+  CHECK(text.find("kernel k0 over [8,4]: mul relu") != std::string::npos);
 }
