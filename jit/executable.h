@@ -36,6 +36,8 @@ class Executable final : public tracer::CompiledGraph {
   const ir::Graph& graph() const { return graph_; }
   const FusionPlan& plan() const { return plan_; }
   const BufferAssignment& buffers() const { return buffers_; }
+  // One per fusion group: what the x86 kernels were emitted from (and the PTX ones can be).
+  const std::vector<cpu::KernelPlan>& kernels() const { return kernels_; }
 
  private:
   void run_group(size_t k, std::vector<Tensor>& vals) const;

@@ -289,6 +289,23 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
   return p;
 }
 
+int64_t dims_size(const KernelPlan& plan) {
+  if (plan.row_program) return 1;
+  if (plan.column_program) return 2;
+  if (!plan.rows) return 0;
+  int64_t n = plan.rank;
+  for (const KernelInput& in : plan.inputs)
+    if (in.kind == InputKind::broadcast) n += plan.rank - 1 + (in.view ? 1 : 0);
+  return n;
+}
+
+int64_t buffers_size(const KernelPlan& plan) {
+  int64_t n = static_cast<int64_t>(plan.group->outputs.size());
+  for (const KernelInput& in : plan.inputs)
+    n += in.kind != InputKind::immediate;
+  return n;
+}
+
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;
@@ -327,8 +344,6 @@ KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan
     k.out.push_back(next_ptr());
   return k;
 }
-
-namespace {
 
 void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;
@@ -456,9 +471,8 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   b.CreateRetVoid();
 }
 
-// A row program: per row, one loop over the columns per reduction (accumulating its
-// input's elemental expression), per-row scalar code between them, and one final loop that
-// writes the full outputs. Full values are recomputed in each loop that needs them.
+namespace {
+
 std::string print_module(const llvm::Module& m) {
   std::string s;
   llvm::raw_string_ostream os(s);

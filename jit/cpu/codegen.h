@@ -60,6 +60,11 @@ struct KernelPlan {
   std::vector<std::pair<size_t, int>> in_place;
 };
 
+// How many int64 `dims` a call of this kernel passes (see the ABI above).
+int64_t dims_size(const KernelPlan& plan);
+// How many data pointers `buffers` holds: the inputs not folded into the code, then outputs.
+int64_t buffers_size(const KernelPlan& plan);
+
 // The ops the elemental emitter has code for (for some dtypes: see classify).
 std::vector<std::string> emitted_ops();
 

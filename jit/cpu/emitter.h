@@ -1,8 +1,10 @@
 #pragma once
 
-// The elemental emitter shared by the kernel kinds (internal to jit/cpu/; includes LLVM's
-// headers): scalar IR for one node at one element, loads and stores by dtype. Values live in
-// registers as float, double, or i1 for bool (stored as one byte).
+// The elemental emitter shared by the kernel kinds and by both targets (internal to jit/;
+// includes LLVM's headers): scalar IR for one node at one element, loads and stores by dtype.
+// Values live in registers as float, double, or i1 for bool (stored as one byte). The x86
+// code generator (codegen.cpp) and the NVPTX one (jit/cuda/ptx.cpp) emit the same functions
+// through it; only the target machine, the libm names and the entry differ.
 
 #include <map>
 #include <string>
@@ -29,6 +31,9 @@ struct Emitter {
   llvm::LLVMContext& ctx;
   llvm::Module& mod;
   llvm::IRBuilder<>& b;
+  // Prepended to the C math library's names (expf, log1p, ...): "" on the CPU, where the
+  // process's libm resolves them; "__nv_" for NVPTX, where libdevice defines them.
+  const char* libm_prefix = "";
 
   llvm::Type* storage_type(DType d) {
     switch (d) {
@@ -70,7 +75,7 @@ struct Emitter {
     }
   }
   llvm::Value* libm(const char* name, DType d, std::initializer_list<llvm::Value*> args) {
-    const std::string fn = d == DType::f32 ? std::string(name) + "f" : std::string(name);
+    const std::string fn = libm_prefix + std::string(name) + (d == DType::f32 ? "f" : "");
     llvm::Type* t = storage_type(d);
     std::vector<llvm::Type*> params(args.size(), t);
     llvm::FunctionCallee callee =
@@ -205,6 +210,8 @@ struct KernelStart {
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm);
 
+// An elementwise kernel (codegen.cpp).
+void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm);
 // The reduction kernels (reductions.cpp).
 void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                       llvm::TargetMachine& tm);

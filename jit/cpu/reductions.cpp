@@ -21,8 +21,8 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
   // A row length known when compiling is a constant, so LLVM can unroll short rows and
   // vectorize across them (a [128, 10] softmax would otherwise run its scalar remainders).
   const int64_t known_cols = grp.shape.rank() > 0 ? grp.shape[grp.shape.rank() - 1] : -1;
-  llvm::Value* cols =
-      known_cols >= 0 ? static_cast<llvm::Value*>(b.getInt64(known_cols)) : b.CreateLoad(i64, start.dims);
+  llvm::Value* cols = known_cols >= 0 ? static_cast<llvm::Value*>(b.getInt64(known_cols))
+                                      : b.CreateLoad(i64, start.dims);
   std::map<int, llvm::Value*>& base = start.base;
   const std::map<int, llvm::Value*>& fixed = start.fixed;
   const std::map<int, InputKind>& kind = start.kind;
