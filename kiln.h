@@ -6,6 +6,7 @@
 #include <kiln/autograd/variable.h>
 #include <kiln/core/allocator.h>
 #include <kiln/core/device.h>
+#include <kiln/core/device_backend.h>
 #include <kiln/core/dispatch.h>
 #include <kiln/core/dtype.h>
 #include <kiln/core/error.h>

@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include <kiln/core/arena.h>
+#include <kiln/core/device_backend.h>
 #include <kiln/core/error.h>
 #include <kiln/core/first_fit.h>
 
@@ -265,9 +266,69 @@ void empty_cache() {
 }
 }  // namespace memory
 
+namespace {
+const DeviceBackend* backends[kNumDeviceTypes] = {};
+}  // namespace
+
+void register_device_backend(DeviceType type, const DeviceBackend& backend) {
+  backends[static_cast<int>(type)] = new DeviceBackend(backend);  // lives with the process
+}
+
+const DeviceBackend* device_backend(DeviceType type) {
+  return backends[static_cast<int>(type)];
+}
+
+const DeviceBackend& checked_backend(Device device, const char* what) {
+  const DeviceBackend* b = device_backend(device.type);
+  KILN_CHECK(b != nullptr,
+             "{}: device {} is not available: this build has no backend for it (build with "
+             "-DKILN_CUDA=ON and the CUDA toolkit)",
+             what, device.str());
+  const int n = b->device_count();
+  KILN_CHECK(device.index >= 0 && device.index < n, "{}: device {} is not available: {} found",
+             what, device.str(),
+             n == 0 ? std::string("no device of that type was")
+                    : fmt::format("{} device{} of that type {}", n, n == 1 ? "" : "s",
+                                  n == 1 ? "was" : "were"));
+  return *b;
+}
+
+int device_count(DeviceType type) {
+  if (type == DeviceType::cpu) return 1;
+  const DeviceBackend* b = device_backend(type);
+  return b ? b->device_count() : 0;
+}
+
+void synchronize(Device device) {
+  if (device.is_cpu()) return;
+  checked_backend(device, "synchronize").synchronize(device.index);
+}
+
+namespace {
+std::atomic<bool> tf32{false};
+}  // namespace
+
+void set_allow_tf32(bool allow) {
+  tf32 = allow;
+}
+bool allow_tf32() {
+  return tf32;
+}
+
+namespace memory {
+MemoryStats device_stats(Device device) {
+  if (device.is_cpu()) return cpu_stats();
+  return checked_backend(device, "device_stats").allocator(device.index).stats();
+}
+void empty_cache(Device device) {
+  if (device.is_cpu()) return empty_cache();
+  checked_backend(device, "empty_cache").allocator(device.index).empty_cache();
+}
+}  // namespace memory
+
 StorageImpl::StorageImpl(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  KILN_CHECK(device.is_cpu(), "allocate: device {} is not available in this build", device.str());
-  allocator_ = &cpu_allocator();
+  allocator_ = device.is_cpu() ? &cpu_allocator()
+                               : &checked_backend(device, "allocate").allocator(device.index);
   data_ = allocator_->allocate(nbytes);
 }
 

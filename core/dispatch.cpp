@@ -19,7 +19,7 @@ bool check_numerics_enabled() {
 void check_numerics(const OpDef& op, const Tensor& t) {
   if (!is_floating(t.dtype()) || t.is_symbolic()) return;
   SuspendHooks quiet;
-  Tensor c = t.contiguous();
+  Tensor c = t.to(Device::cpu()).contiguous();
   visit_dtype(t.dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_floating_point_v<T>) {
@@ -38,6 +38,7 @@ std::string describe(std::span<const Tensor> inputs) {
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (i) s += ", ";
     s += inputs[i].defined() ? inputs[i].type_str() : "undefined";
+    if (inputs[i].defined() && !inputs[i].device().is_cpu()) s += " on " + inputs[i].device().str();
   }
   return s;
 }
@@ -45,16 +46,27 @@ std::string describe(std::span<const Tensor> inputs) {
 std::vector<Tensor> run_kernel(const OpDef& op, std::span<const Tensor> inputs,
                                const Attrs& attrs) {
   std::vector<TensorType> types = infer_types(op, inputs, attrs);
+  // The op runs where its inputs are. A rank-0 CPU tensor (a scalar operand, a traced
+  // constant) goes along with tensors on one device, as in PyTorch; anything else must match.
   Device device = Device::cpu();
-  if (!inputs.empty()) {
-    device = inputs[0].device();
-    for (const Tensor& t : inputs) {
-      KILN_CHECK(!t.is_symbolic(),
-                 "{}: symbolic tensor {} was used outside the trace that created it", op.name(),
-                 t.type_str());
-      KILN_CHECK(t.device() == device, "{}: inputs are on different devices: {} and {} ({})",
-                 op.name(), device.str(), t.device().str(), describe(inputs));
-    }
+  for (const Tensor& t : inputs) {
+    KILN_CHECK(!t.is_symbolic(),
+               "{}: symbolic tensor {} was used outside the trace that created it", op.name(),
+               t.type_str());
+    if (!t.device().is_cpu()) device = t.device();
+  }
+  std::vector<Tensor> moved;
+  for (const Tensor& t : inputs) {
+    if (t.device() == device) continue;
+    KILN_CHECK(t.device().is_cpu() && t.rank() == 0,
+               "{}: inputs are on different devices: {} and {} ({})", op.name(), device.str(),
+               t.device().str(), describe(inputs));
+    if (moved.empty()) moved.assign(inputs.begin(), inputs.end());
+  }
+  if (!moved.empty()) {
+    for (Tensor& t : moved)
+      if (t.device() != device) t = t.to(device);
+    inputs = moved;
   }
   KernelFn kernel = op.kernel(device.type);
   KILN_CHECK(kernel != nullptr, "{}: no kernel for device {} ({})", op.name(), device.str(),

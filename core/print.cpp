@@ -199,7 +199,7 @@ std::string to_string(const Tensor& t) {
   Tensor dense;
   {
     SuspendHooks quiet;
-    dense = t.contiguous();
+    dense = t.to(Device::cpu()).contiguous();
   }
   const Shape& shape = dense.shape();
   const bool summarize = dense.numel() > kSummarizeThreshold;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include <kiln/core/device_backend.h>
 #include <kiln/core/dispatch.h>
 #include <kiln/core/ops.h>
 #include <kiln/core/print.h>
@@ -81,7 +82,8 @@ void Tensor::check_readable(const char* what) const {
 
 void Tensor::copy_out(void* dst, DType to) const {
   SuspendHooks quiet;
-  Tensor c = cast(*this, to).contiguous();
+  // Values on a device are read through a copy to the host (which waits for the device).
+  Tensor c = cast(device().is_cpu() ? *this : this->to(Device::cpu()), to).contiguous();
   if (c.numel() > 0) std::memcpy(dst, c.raw_data(), c.numel() * size_of(to));
 }
 
@@ -90,9 +92,19 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 Tensor Tensor::to(Device device) const {
-  KILN_CHECK(device == this->device(), "to: device {} is not available in this build ({})",
-             device.str(), type_str());
-  return *this;
+  if (device == this->device()) return *this;
+  check_readable("to");
+  // The backend of whichever side is not the host moves the bytes (device to device: the
+  // source's).
+  const Device via = this->device().is_cpu() ? device : this->device();
+  const DeviceBackend& backend = checked_backend(via, "to");
+  if (!device.is_cpu()) checked_backend(device, "to");
+  const Tensor src = contiguous();
+  Tensor out = Tensor::empty(shape(), dtype(), device);
+  if (numel() > 0)
+    backend.copy(out.mutable_data<char>(), device, src.raw_data(), this->device(),
+                 static_cast<size_t>(numel()) * size_of(dtype()));
+  return out;
 }
 
 Tensor Tensor::reshape(const Shape& shape) const {

@@ -476,6 +476,18 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
 
 std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   const ir::Graph& g = graph_;
+  // The generated kernels are x86 code over host memory: a call with tensors on another
+  // device (inputs or captured variables) runs the optimized graph on that device's eager
+  // kernels instead.
+  bool on_device = false;
+  for (const Tensor& t : inputs)
+    on_device |= t.defined() && !t.is_symbolic() && !t.device().is_cpu();
+  for (const ir::VariableSlot& slot : g.variables)
+    if (slot.var) {
+      const Tensor v = slot.var->stored();
+      on_device |= v.defined() && !v.is_symbolic() && !v.device().is_cpu();
+    }
+  if (on_device) return tracer::interpret(g, inputs);
   KILN_CHECK(inputs.size() == g.params.size(), "function '{}': expects {} tensor inputs, got {}",
              g.name, g.params.size(), inputs.size());
   memory::ArenaScope arena(buffers_.arena_bytes);

@@ -240,6 +240,12 @@ KILN_STATIC_INIT {
   register_cpu_kernel("transpose", transpose_kernel);
   register_cpu_kernel("broadcast_to", broadcast_kernel);
   register_cpu_kernel("slice", slice_kernel);
+  // Views only describe memory (reshape copies through the device's own copy kernel when no
+  // view exists): the same kernels serve every device.
+  for (const char* op : {"reshape", "transpose", "broadcast_to", "slice"})
+    for (int d = 1; d < kNumDeviceTypes; ++d)
+      registry().mutable_op(op).set_kernel(static_cast<DeviceType>(d),
+                                           registry().op(op).kernel(DeviceType::cpu));
   register_cpu_kernel("pad", pad_kernel);
   register_cpu_kernel("concatenate", concat_kernel);
   register_cpu_kernel("gather", gather_kernel);

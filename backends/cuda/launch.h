@@ -1,0 +1,80 @@
+#pragma once
+
+// The interface between the CUDA kernels (.cu, compiled by nvcc) and the C++ that registers
+// them (.cpp): plain types only, so nvcc never parses Kiln's or fmt's headers. Every launch
+// is asynchronous on `stream` and returns the launch's error code (0 for success).
+
+#include <cstdint>
+
+namespace kiln::cuda::launch {
+
+inline constexpr int kMaxRank = 8;
+
+// Dtype codes: kiln::DType's values (boolean, u8, i32, i64, f32, f64).
+enum Dtype : int { kBool = 0, kU8, kI32, kI64, kF32, kF64 };
+
+// An elementwise iteration space: the output (dense, row-major) of `rank` dims, and for each
+// of up to three inputs its element strides over those dims (0 where it broadcasts).
+struct Strides {
+  int rank = 0;
+  int64_t shape[kMaxRank] = {};
+  int64_t in[3][kMaxRank] = {};
+};
+
+enum class Unary : int {
+  neg,
+  abs,
+  square,
+  sign,
+  relu,
+  exp,
+  log,
+  log1p,
+  expm1,
+  sqrt,
+  rsqrt,
+  tanh,
+  sigmoid,
+  erf,
+  sin,
+  cos,
+  floor,
+  ceil,
+  round,
+  logical_not,
+  copy,
+};
+enum class Binary : int {
+  add,
+  sub,
+  mul,
+  div,
+  pow,
+  maximum,
+  minimum,
+  equal,
+  not_equal,
+  less,
+  less_equal,
+  greater,
+  greater_equal,
+  logical_and,
+  logical_or,
+};
+
+int unary(Unary op, int dtype, void* out, const void* x, const Strides& s, int64_t n, void* stream);
+// Comparisons and logical ops write bool; the others the inputs' dtype.
+int binary(Binary op, int dtype, void* out, const void* a, const void* b, const Strides& s,
+           int64_t n, void* stream);
+int select(int dtype, void* out, const void* cond, const void* a, const void* b, const Strides& s,
+           int64_t n, void* stream);
+int cast(int from, int to, void* out, const void* x, const Strides& s, int64_t n, void* stream);
+// Fills n elements with `value` converted to dtype.
+int fill(int dtype, void* out, double value, int64_t n, void* stream);
+
+// Reductions over a dense input seen as [outer, reduced, inner]: out[o, i] = op over r.
+enum class Reduce : int { sum, max, min, prod };
+int reduce(Reduce op, int dtype, void* out, const void* x, int64_t outer, int64_t reduced,
+           int64_t inner, void* stream);
+
+}  // namespace kiln::cuda::launch

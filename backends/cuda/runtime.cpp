@@ -1,0 +1,236 @@
+// The CUDA runtime side of the backend: device discovery, one stream per device, the caching
+// allocator and host/device transfers staged through pinned memory, registered with core
+// (core/device_backend.h) at load time.
+//
+// Caching allocator: requests round up to a size class (512 B steps below 1 MiB, 2 MiB steps
+// above); a freed block goes to its class's free list and the next request of that class
+// takes it without cudaMalloc. All work on a device runs on its one stream, so a block freed
+// by the host while a kernel still reads it is reused only by work ordered after that kernel.
+// When cudaMalloc fails, the cache is released (cudaFree) and the request retried once; then
+// kiln::Error says how much was asked, live and cached.
+
+#include "runtime.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include <kiln/core/allocator.h>
+#include <kiln/core/device_backend.h>
+#include <kiln/core/registry.h>
+
+namespace kiln::cuda {
+
+void check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // clears a sticky launch error
+  KILN_FAIL("cuda: {} failed: {} ({})", what, cudaGetErrorName(e), cudaGetErrorString(e));
+}
+
+int device_count() {
+  static const int n = [] {
+    int c = 0;
+    if (cudaGetDeviceCount(&c) != cudaSuccess) {  // no driver, or no device
+      cudaGetLastError();
+      return 0;
+    }
+    return c;
+  }();
+  return n;
+}
+
+DeviceGuard::DeviceGuard(int index) {
+  check(cudaGetDevice(&old_), "cudaGetDevice");
+  if (old_ != index) check(cudaSetDevice(index), "cudaSetDevice");
+}
+
+DeviceGuard::~DeviceGuard() {
+  int now = -1;
+  if (cudaGetDevice(&now) == cudaSuccess && now != old_) cudaSetDevice(old_);
+}
+
+namespace {
+
+size_t size_class(size_t n) {
+  constexpr size_t kSmall = 512, kLarge = size_t{2} << 20, kSplit = size_t{1} << 20;
+  n = std::max<size_t>(n, 1);
+  return n < kSplit ? (n + kSmall - 1) / kSmall * kSmall : (n + kLarge - 1) / kLarge * kLarge;
+}
+
+class CachingAllocator final : public Allocator {
+ public:
+  explicit CachingAllocator(int device) : device_(device) {}
+
+  void* allocate(size_t nbytes) override {
+    const size_t c = size_class(nbytes);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.allocations;
+    void* p = nullptr;
+    if (auto it = free_.find(c); it != free_.end()) {
+      p = it->second;
+      free_.erase(it);
+      stats_.cached_bytes -= static_cast<int64_t>(c);
+    } else {
+      DeviceGuard g(device_);
+      cudaError_t e = cudaMalloc(&p, c);
+      if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        release_cached();
+        e = cudaMalloc(&p, c);
+      }
+      if (e != cudaSuccess) {
+        cudaGetLastError();
+        KILN_FAIL("cuda: out of memory on cuda:{}: allocating {} bytes ({} live, {} cached): {}",
+                  device_, c, stats_.live_bytes, stats_.cached_bytes, cudaGetErrorString(e));
+      }
+    }
+    sizes_[p] = c;
+    stats_.live_bytes += static_cast<int64_t>(c);
+    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.live_bytes);
+    return p;
+  }
+
+  void deallocate(void* p, size_t) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sizes_.find(p);
+    KILN_ASSERT(it != sizes_.end(), "cuda: freeing a block this allocator does not own");
+    const size_t c = it->second;
+    sizes_.erase(it);
+    stats_.live_bytes -= static_cast<int64_t>(c);
+    stats_.cached_bytes += static_cast<int64_t>(c);
+    free_.emplace(c, p);
+  }
+
+  MemoryStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+  }
+  void reset_peak() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.peak_bytes = stats_.live_bytes;
+  }
+  void empty_cache() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_cached();
+  }
+
+ private:
+  void release_cached() {  // mu_ held
+    DeviceGuard g(device_);
+    check(cudaStreamSynchronize(stream(device_)), "cudaStreamSynchronize");
+    for (auto& [c, p] : free_)
+      cudaFree(p);
+    free_.clear();
+    stats_.cached_bytes = 0;
+  }
+
+  int device_;
+  mutable std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  std::unordered_map<void*, size_t> sizes_;
+  MemoryStats stats_;
+};
+
+// Two pinned buffers per device: a host-to-device copy fills one while the other's DMA runs.
+struct Staging {
+  static constexpr size_t kChunk = size_t{4} << 20;
+  std::mutex mu;
+  std::array<void*, 2> buf{};
+  std::array<cudaEvent_t, 2> done{};
+};
+
+struct DeviceState {
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<CachingAllocator> allocator;
+  Staging staging;
+};
+
+DeviceState& state(int index) {
+  static std::mutex mu;
+  static std::map<int, std::unique_ptr<DeviceState>> states;  // lives with the process
+  std::lock_guard<std::mutex> lock(mu);
+  auto& s = states[index];
+  if (!s) {
+    KILN_CHECK(index >= 0 && index < device_count(),
+               "cuda: device cuda:{} does not exist ({} found)", index, device_count());
+    auto fresh = std::make_unique<DeviceState>();
+    DeviceGuard g(index);
+    check(cudaStreamCreateWithFlags(&fresh->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    fresh->allocator = std::make_unique<CachingAllocator>(index);
+    for (int k = 0; k < 2; ++k) {
+      check(cudaMallocHost(&fresh->staging.buf[k], Staging::kChunk), "cudaMallocHost");
+      check(cudaEventCreateWithFlags(&fresh->staging.done[k], cudaEventDisableTiming),
+            "cudaEventCreate");
+    }
+    s = std::move(fresh);
+  }
+  return *s;
+}
+
+void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  auto* d = static_cast<char*>(dst);
+  const auto* s = static_cast<const char*>(src);
+  if (src_device.is_cpu()) {  // host -> device, through the pinned buffers
+    DeviceState& st = state(dst_device.index);
+    DeviceGuard g(dst_device.index);
+    std::lock_guard<std::mutex> lock(st.staging.mu);
+    int k = 0;
+    for (size_t off = 0; off < nbytes; off += Staging::kChunk, k ^= 1) {
+      const size_t len = std::min(Staging::kChunk, nbytes - off);
+      check(cudaEventSynchronize(st.staging.done[k]), "cudaEventSynchronize");
+      std::memcpy(st.staging.buf[k], s + off, len);
+      check(cudaMemcpyAsync(d + off, st.staging.buf[k], len, cudaMemcpyHostToDevice, st.stream),
+            "cudaMemcpyAsync (host to device)");
+      check(cudaEventRecord(st.staging.done[k], st.stream), "cudaEventRecord");
+    }
+    return;  // the source was copied out: the caller may reuse it at once
+  }
+  if (dst_device.is_cpu()) {  // device -> host: the host waits for the values
+    DeviceState& st = state(src_device.index);
+    DeviceGuard g(src_device.index);
+    std::lock_guard<std::mutex> lock(st.staging.mu);
+    for (size_t off = 0; off < nbytes; off += Staging::kChunk) {
+      const size_t len = std::min(Staging::kChunk, nbytes - off);
+      check(cudaMemcpyAsync(st.staging.buf[0], s + off, len, cudaMemcpyDeviceToHost, st.stream),
+            "cudaMemcpyAsync (device to host)");
+      check(cudaStreamSynchronize(st.stream), "cudaStreamSynchronize");
+      std::memcpy(d + off, st.staging.buf[0], len);
+    }
+    return;
+  }
+  DeviceState& st = state(src_device.index);
+  DeviceGuard g(src_device.index);
+  if (src_device == dst_device) {
+    check(cudaMemcpyAsync(d, s, nbytes, cudaMemcpyDeviceToDevice, st.stream),
+          "cudaMemcpyAsync (device to device)");
+  } else {
+    // The destination's later work must see the bytes: the copy finishes before returning.
+    check(cudaMemcpyPeerAsync(d, dst_device.index, s, src_device.index, nbytes, st.stream),
+          "cudaMemcpyPeerAsync");
+    check(cudaStreamSynchronize(st.stream), "cudaStreamSynchronize");
+  }
+}
+
+KILN_STATIC_INIT {
+  DeviceBackend b;
+  b.device_count = &device_count;
+  b.allocator = [](int index) -> Allocator& { return *state(index).allocator; };
+  b.copy = &copy;
+  b.synchronize = [](int index) {
+    DeviceGuard g(index);
+    check(cudaStreamSynchronize(state(index).stream), "cudaStreamSynchronize");
+  };
+  register_device_backend(DeviceType::cuda, b);
+};
+
+}  // namespace
+
+cudaStream_t stream(int index) {
+  return state(index).stream;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,37 @@
+#pragma once
+
+// backends/cuda/ internals shared by its .cpp files (compiled by the host compiler, with the
+// CUDA runtime's headers): error checks, the current device, each device's stream.
+
+#include <cuda_runtime.h>
+
+#include <kiln/core/device.h>
+#include <kiln/core/error.h>
+
+namespace kiln::cuda {
+
+// Raises kiln::Error naming `what` and the CUDA error unless `e` is cudaSuccess.
+void check(cudaError_t e, const char* what);
+inline void check(int e, const char* what) {
+  check(static_cast<cudaError_t>(e), what);
+}
+
+int device_count();
+
+// Makes `index` the calling thread's current device for its lifetime, then restores the old.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int index);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int old_ = -1;
+};
+
+// The stream every kernel and copy on device `index` is ordered on (non-blocking, created on
+// first use). One stream per device makes reuse of freed blocks stream-ordered by construction.
+cudaStream_t stream(int index);
+
+}  // namespace kiln::cuda

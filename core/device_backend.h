@@ -1,0 +1,52 @@
+#pragma once
+
+// What a device backend (backends/cuda/) registers with core, so that core can allocate on
+// the device and move bytes to and from it without depending on the backend. A build without
+// the backend has no entry: allocating on, or copying to, such a device raises kiln::Error.
+
+#include <cstddef>
+
+#include <kiln/core/allocator.h>
+#include <kiln/core/device.h>
+
+namespace kiln {
+
+struct DeviceBackend {
+  // Devices of this type present at run time (0 without a driver or a device).
+  int (*device_count)() = nullptr;
+  // The caching allocator of device `index`.
+  Allocator& (*allocator)(int index) = nullptr;
+  // Copies `nbytes` of dense data; one side may be the host. A copy into host memory has
+  // finished when this returns (the host synchronizes only when it reads values); others are
+  // ordered on the device's stream.
+  void (*copy)(void* dst, Device dst_device, const void* src, Device src_device,
+               size_t nbytes) = nullptr;
+  // Waits for the device's queued work.
+  void (*synchronize)(int index) = nullptr;
+};
+
+void register_device_backend(DeviceType type, const DeviceBackend& backend);
+// The registered backend, or null.
+const DeviceBackend* device_backend(DeviceType type);
+// Devices of `type` present at run time: 1 for the CPU; 0 for a type without a backend in
+// this build, or without a driver or device.
+int device_count(DeviceType type);
+// Waits until the work queued on `device` has finished (nothing to wait for on the CPU).
+void synchronize(Device device);
+// Whether matmuls on CUDA may round their f32 inputs to TF32 (tensor cores, 10-bit mantissa).
+// Off by default, as in PyTorch: results then match the CPU to f32 accuracy.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
+namespace memory {
+// The caching allocator's counters for `device` (the CPU's for Device::cpu()).
+MemoryStats device_stats(Device device);
+// Returns `device`'s cached free blocks to the system (cudaFree on CUDA).
+void empty_cache(Device device);
+}  // namespace memory
+
+// The backend for `device`, checked: registered, and the index in range. `what` names the
+// operation in the error.
+const DeviceBackend& checked_backend(Device device, const char* what);
+
+}  // namespace kiln

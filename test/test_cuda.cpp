@@ -1,0 +1,218 @@
+// The CUDA backend. Without a GPU (or a build without CUDA) only the error paths run and every
+// GPU test says it skipped; on a GPU every CUDA kernel is compared with the CPU's, transfers
+// round-trip, the allocator's counters move as documented, gradients and traced functions
+// run on CUDA tensors. scripts/gpu-check.sh runs this on a GPU machine.
+#include <kiln/kiln.h>
+
+#include "corpus.h"
+#include "testing.h"
+
+using namespace kiln;
+using kiln::testing::check_close;
+using kiln::testing::rnd;
+
+namespace {
+
+const Device gpu = Device::cuda(0);
+
+bool have_gpu() {
+  if (device_count(DeviceType::cuda) > 0) return true;
+  WARN("skipped: no CUDA device (device_count(cuda) == 0)");
+  return false;
+}
+
+// f32 on both sides: the GPU's libm and the CPU's differ by an ulp or two.
+void same(const Tensor& got_gpu, const Tensor& want_cpu, double rtol = 1e-5, double atol = 1e-6) {
+  REQUIRE(got_gpu.device() == gpu);
+  const Tensor got = got_gpu.to(Device::cpu());
+  REQUIRE(got.type() == want_cpu.type());
+  if (is_floating(want_cpu.dtype()))
+    check_close(got, want_cpu.to_vector<double>(), rtol, atol);
+  else
+    CHECK(got.to_vector<double>() == want_cpu.to_vector<double>());
+}
+
+}  // namespace
+
+TEST_CASE("cuda: without a device, allocating or copying there says why") {
+  if (device_count(DeviceType::cuda) > 0) return;
+  auto says = [](const std::function<void()>& fn, const std::vector<std::string>& parts) {
+    try {
+      fn();
+      FAIL("expected kiln::Error");
+    } catch (const Error& e) {
+      for (const std::string& p : parts)
+        CHECK(std::string(e.what()).find(p) != std::string::npos);
+    }
+  };
+  says([] { Tensor::empty({2, 3}, f32, gpu); }, {"allocate", "cuda:0", "not available"});
+  says([] { ones({2}).to(gpu); }, {"to", "cuda:0", "not available"});
+  says([] { synchronize(gpu); }, {"cuda:0", "not available"});
+  says([] { memory::device_stats(gpu); }, {"cuda:0", "not available"});
+  CHECK(device_count(DeviceType::cpu) == 1);
+  // The CPU needs no backend and nothing to wait for.
+  synchronize(Device::cpu());
+  CHECK(ones({2}).to(Device::cpu()).device() == Device::cpu());
+}
+
+TEST_CASE("cuda: transfers round-trip, strided and large, and the host reads values") {
+  if (!have_gpu()) return;
+  const Tensor x = rnd({3, 1000, 1500}, 1);  // 18 MB: several staging chunks
+  const Tensor d = x.to(gpu);
+  CHECK(d.device() == gpu);
+  CHECK(d.to(Device::cpu()).to_vector<float>() == x.to_vector<float>());
+  const Tensor t = x.transpose().slice(0, 1, 3);  // a strided view copies as its values
+  CHECK(t.to(gpu).to(Device::cpu()).to_vector<float>() == t.to_vector<float>());
+  CHECK(full({}, 2.5f).to(gpu).item<float>() == 2.5f);
+  const Tensor i = from_vector(std::vector<int64_t>{1, -2, 3}, Shape{3}).to(gpu);
+  CHECK(i.to_vector<int64_t>() == std::vector<int64_t>{1, -2, 3});
+  CHECK(d.to(gpu).device() == gpu);  // same device: no copy
+}
+
+TEST_CASE("cuda: the caching allocator's counters, reuse and empty_cache") {
+  if (!have_gpu()) return;
+  synchronize(gpu);
+  memory::empty_cache(gpu);
+  const MemoryStats s0 = memory::device_stats(gpu);
+  CHECK(s0.cached_bytes == 0);
+  {
+    Tensor a = Tensor::empty({1 << 20}, f32, gpu);  // 4 MiB: a 2 MiB-class block
+    const MemoryStats s1 = memory::device_stats(gpu);
+    CHECK(s1.live_bytes - s0.live_bytes == 4 << 20);
+    CHECK(s1.peak_bytes >= s1.live_bytes);
+  }
+  const MemoryStats s2 = memory::device_stats(gpu);
+  CHECK(s2.live_bytes == s0.live_bytes);
+  CHECK(s2.cached_bytes == 4 << 20);
+  {
+    Tensor b = Tensor::empty({1 << 20}, f32, gpu);  // the cached block comes back
+    CHECK(memory::device_stats(gpu).cached_bytes == 0);
+  }
+  memory::empty_cache(gpu);
+  CHECK(memory::device_stats(gpu).cached_bytes == 0);
+}
+
+TEST_CASE("cuda: every elementwise kernel against the CPU, f32 and f64, with broadcasting") {
+  if (!have_gpu()) return;
+  using U = Tensor (*)(const Tensor&);
+  const std::pair<const char*, U> unary[] = {
+      {"neg", neg}, {"abs", abs},     {"square", square},   {"sign", sign},   {"relu", relu},
+      {"exp", exp}, {"tanh", tanh},   {"sigmoid", sigmoid}, {"erf", erf},     {"sin", sin},
+      {"cos", cos}, {"floor", floor}, {"ceil", ceil},       {"round", round}, {"expm1", expm1},
+  };
+  for (DType dt : {f32, f64}) {
+    const Tensor x = cast(rnd({17, 33}, 2, -3, 3), dt);
+    const Tensor pos = abs(x) + 0.5;
+    for (const auto& [name, fn] : unary) {
+      CAPTURE(name, kiln::name(dt));
+      same(fn(x.to(gpu)), fn(x));
+    }
+    same(log(pos.to(gpu)), log(pos));
+    same(log1p(pos.to(gpu)), log1p(pos));
+    same(sqrt(pos.to(gpu)), sqrt(pos));
+    same(rsqrt(pos.to(gpu)), rsqrt(pos));
+    const Tensor y = cast(rnd({33}, 3), dt), col = cast(rnd({17, 1}, 4), dt);
+    const Tensor xg = x.to(gpu), yg = y.to(gpu), cg = col.to(gpu);
+    same(xg + yg, x + y);
+    same(xg - cg, x - col);
+    same(xg * yg, x * y);
+    same(xg / cg, x / col);
+    same(pow(pos.to(gpu), yg), pow(pos, y));
+    same(maximum(xg, yg), maximum(x, y));
+    same(minimum(xg, cg), minimum(x, col));
+    same(xg > yg, x > y);
+    same(xg <= cg, x <= col);
+    same(equal(xg, xg), equal(x, x));
+    same(where(xg > yg, xg, cg), where(x > y, x, col));
+    same(xg * 2.5 + 1.0, x * 2.5 + 1.0);  // CPU scalars go along
+    same(cast(xg, i32), cast(x, i32));
+    same(cast(cast(xg, i64), dt), cast(cast(x, i64), dt));
+    same(xg.transpose() + 1.0, x.transpose() + 1.0);  // strided views
+  }
+  const Tensor b = rnd({40}, 5) > 0.f, c = rnd({40}, 6) > 0.f;
+  same(logical_and(b.to(gpu), c.to(gpu)), logical_and(b, c));
+  same(logical_or(b.to(gpu), c.to(gpu)), logical_or(b, c));
+  same(logical_not(b.to(gpu)), logical_not(b));
+  const Tensor n = from_vector(std::vector<int32_t>{-3, 0, 2, 7}, Shape{4});
+  same(n.to(gpu) * n.to(gpu) - 1, n * n - 1);
+  same(pow(n.to(gpu), full({4}, 3, i32).to(gpu)), pow(n, full({4}, 3, i32)));
+}
+
+TEST_CASE("cuda: reductions over every axis set, and matmul through cublasLt") {
+  if (!have_gpu()) return;
+  const Tensor x = rnd({6, 7, 8}, 7);
+  const Tensor xg = x.to(gpu);
+  for (std::vector<int64_t> axes : {std::vector<int64_t>{0}, {1}, {2}, {0, 2}, {0, 1, 2}}) {
+    for (bool keep : {false, true}) {
+      CAPTURE(axes, keep);
+      same(sum(xg, axes, keep), sum(x, axes, keep), 1e-5, 1e-5);
+      same(max(xg, axes, keep), max(x, axes, keep));
+      same(min(xg, axes, keep), min(x, axes, keep));
+      same(mean(xg, axes, keep), mean(x, axes, keep), 1e-5, 1e-5);
+    }
+  }
+  same(softmax(xg, -1), softmax(x, -1));
+  struct Case {
+    Shape a, b;
+    bool ta, tb;
+  };
+  for (const Case& c :
+       {Case{{64, 32}, {32, 48}, false, false}, Case{{32, 64}, {32, 48}, true, false},
+        Case{{64, 32}, {48, 32}, false, true}, Case{{5, 7, 9}, {9, 4}, false, false},
+        Case{{3, 5, 7}, {3, 7, 2}, false, false}, Case{{7}, {7, 3}, false, false},
+        Case{{4, 7}, {7}, false, false}}) {
+    for (DType dt : {f32, f64}) {
+      Tensor a = cast(rnd(c.a, 8), dt), b = cast(rnd(c.b, 9), dt);
+      if (c.ta) a = a.transpose();
+      if (c.tb) b = b.transpose();
+      CAPTURE(a.type_str(), b.type_str());
+      same(matmul(a.to(gpu), b.to(gpu)), matmul(a, b), 1e-5, 1e-5);
+    }
+  }
+  // TF32 rounds the inputs to a 10-bit mantissa: about 1e-3 relative on sums of 256 terms.
+  const Tensor a = rnd({128, 256}, 10), b = rnd({256, 64}, 11);
+  set_allow_tf32(true);
+  same(matmul(a.to(gpu), b.to(gpu)), matmul(a, b), 5e-3, 5e-3);
+  set_allow_tf32(false);
+  same(matmul(a.to(gpu), b.to(gpu)), matmul(a, b), 1e-5, 1e-5);
+}
+
+TEST_CASE("cuda: gradients, and traced functions, on CUDA tensors") {
+  if (!have_gpu()) return;
+  const Tensor x = rnd({8, 5}, 12), w = rnd({5, 3}, 13);
+  auto loss_grad = [](const Tensor& xx, const Tensor& ww) {
+    Variable v(ww, "w");
+    GradientTape tape;
+    Tensor loss = sum(tanh(matmul(xx, v.value())) * 0.5);
+    return tape.gradient(loss, {v})[0];
+  };
+  same(loss_grad(x.to(gpu), w.to(gpu)), loss_grad(x, w), 1e-5, 1e-6);
+  // Traced: compiled functions called with CUDA tensors run the optimized graph on them.
+  for (const auto& c : kiln::testing::corpus()) {
+    CAPTURE(c.name);
+    const Tensor a = rnd(c.x, 1), b = rnd(c.y, 2);
+    Tensor want;
+    try {
+      want = c.fn(a, b);
+    } catch (const Error&) {
+      continue;
+    }
+    try {
+      same(kiln::function(c.fn)(a.to(gpu), b.to(gpu)), want, 1e-5, 1e-5);
+    } catch (const Error& e) {
+      // Ops without a CUDA kernel yet say so; nothing else may fail.
+      CHECK(std::string(e.what()).find("no kernel for device cuda:0") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("cuda: mixing devices names both") {
+  if (!have_gpu()) return;
+  try {
+    (void)(ones({3}).to(gpu) + ones({3}));
+    FAIL("expected kiln::Error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("cuda:0") != std::string::npos);
+    CHECK(std::string(e.what()).find("cpu") != std::string::npos);
+  }
+}
