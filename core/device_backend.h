@@ -5,6 +5,9 @@
 // the backend has no entry: allocating on, or copying to, such a device raises kiln::Error.
 
 #include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
 
 #include <kiln/core/allocator.h>
 #include <kiln/core/device.h>
@@ -23,6 +26,14 @@ struct DeviceBackend {
                size_t nbytes) = nullptr;
   // Waits for the device's queued work.
   void (*synchronize)(int index) = nullptr;
+  // Generated code (the JIT): the device's architecture as 10 * major + minor (90 for
+  // sm_90); loading a module image (PTX for CUDA) and returning its named kernels' handles,
+  // in order; running one kernel with one thread per unit, `args` pointing at each
+  // parameter's value, ordered on the device's stream.
+  int (*arch)(int index) = nullptr;
+  std::vector<void*> (*load_kernels)(int index, const std::string& image,
+                                     const std::vector<std::string>& names) = nullptr;
+  void (*launch)(int index, void* kernel, void** args, int64_t units) = nullptr;
 };
 
 void register_device_backend(DeviceType type, const DeviceBackend& backend);

@@ -434,6 +434,8 @@ Tensor one_hot(const Tensor& indices, int64_t depth, DType dtype) {
   KILN_CHECK(depth >= 0, "one_hot: negative depth {}", depth);
   // [depth] positions broadcast against [..., 1] indices: works with unknown index dims.
   Tensor positions = iota(Shape{depth}, 0, indices.dtype());
+  if (!indices.is_symbolic() && !indices.device().is_cpu())
+    positions = positions.to(indices.device());
   return cast(equal(expand_dims(indices, -1), positions), dtype);
 }
 

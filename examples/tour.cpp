@@ -28,6 +28,18 @@ int main() {
   Tensor w = ones({2, 2, 1, 1});                          // HWIO
   std::cout << "conv2d(x, ones 2x2) = " << conv2d(x, w) << "\n";
 
+  // The same ops on a GPU, when there is one (the CUDA backend is in the build).
+  if (device_count(DeviceType::cuda) > 0) {
+    const Device gpu = Device::cuda(0);
+    Tensor xg = a.to(gpu);
+    Tensor yg = softmax(matmul(xg, a.transpose().to(gpu)), -1);
+    Tensor zg = kiln::function([](const Tensor& t) { return tanh(t) * 2.f; })(xg);
+    std::cout << "on " << gpu.str() << ": softmax(a a^T) = " << yg << ", tanh(a) * 2 = " << zg
+              << ", " << memory::device_stats(gpu).live_bytes << " bytes live\n";
+  } else {
+    std::cout << "no CUDA device: Tensor::empty({2}, f32, Device::cuda(0)) would raise\n";
+  }
+
   std::cout << "\nMistakes raise kiln::Error with the op, shapes and dtypes:\n";
   try {
     matmul(ones({2, 3}), ones({4, 5}));

@@ -11,6 +11,8 @@
 
 #include <kiln/backends/cpu/parallel.h>
 #include <kiln/core/arena.h>
+#include <kiln/core/device_backend.h>
+#include <kiln/jit/cuda/ptx.h>
 #include <kiln/jit/pipeline.h>
 #include <kiln/tracer/file_util.h>
 
@@ -281,7 +283,7 @@ std::string Executable::dot() const {
   return out + "}\n";
 }
 
-void Executable::run_program(size_t k, std::vector<Tensor>& vals) const {
+void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device) const {
   const cpu::KernelPlan& kp = kernels_[k];
   const FusionGroup& grp = *kp.group;
   const int64_t r = kp.rank;
@@ -324,6 +326,7 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals) const {
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
+    if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
     if (!t.is_contiguous()) t = t.contiguous();
     bufs.push_back(const_cast<void*>(t.raw_data()));
     keep.push_back(std::move(t));
@@ -342,27 +345,25 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals) const {
         shape.push_back(1);
       shape.push_back(cols);
     }
-    Tensor t = Tensor::empty(shape, type.dtype);
+    Tensor t = Tensor::empty(shape, type.dtype, device);
     bufs.push_back(const_cast<void*>(t.raw_data()));
     vals[static_cast<size_t>(grp.outputs[o])] = std::move(t);
   }
-  const cpu::KernelFn fn = fns_[k];
   if (kp.column_program) {
-    const int64_t dims[2] = {cols, num_rows};
-    kiln::cpu::parallel_for(
-        cols, std::max<int64_t>(8, kiln::cpu::kElementwiseGrain / std::max<int64_t>(num_rows, 1)),
-        [&](int64_t b, int64_t e) { fn(bufs.data(), dims, b, e); });
+    std::vector<int64_t> dims = {cols, num_rows};
+    execute(k, bufs, dims, cols,
+            std::max<int64_t>(8, kiln::cpu::kElementwiseGrain / std::max<int64_t>(num_rows, 1)),
+            device);
     return;
   }
-  const int64_t dims[1] = {cols};
-  kiln::cpu::parallel_for(
-      num_rows, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)),
-      [&](int64_t b, int64_t e) { fn(bufs.data(), dims, b, e); });
+  std::vector<int64_t> dims = {cols};
+  execute(k, bufs, dims, num_rows,
+          std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)), device);
 }
 
-void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
+void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) const {
   const cpu::KernelPlan& kp = kernels_[k];
-  if (kp.row_program || kp.column_program) return run_program(k, vals);
+  if (kp.row_program || kp.column_program) return run_program(k, vals, device);
   const FusionGroup& grp = *kp.group;
   // The prologue's views of outside values (no copies): the kernel reads them by stride.
   for (int n : grp.prologue)
@@ -432,6 +433,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
+    if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
     if (!t.is_contiguous() && !in.view) t = t.contiguous();
     bufs.push_back(const_cast<void*>(t.raw_data()));
     if (in.kind == cpu::InputKind::broadcast) {
@@ -457,49 +459,73 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals) const {
     Tensor o;
     for (const auto& [out, t] : reused)
       if (out == v) o = t;
-    if (!o.defined()) o = Tensor::empty(out_shape, graph_.types[static_cast<size_t>(v)].dtype);
+    if (!o.defined())
+      o = Tensor::empty(out_shape, graph_.types[static_cast<size_t>(v)].dtype, device);
     bufs.push_back(const_cast<void*>(o.raw_data()));
     vals[static_cast<size_t>(v)] = std::move(o);
   }
   const int64_t numel = out_shape.numel();
   if (numel == 0) return;
-  const cpu::KernelFn fn = fns_[k];
   if (!kp.rows) {
-    kiln::cpu::parallel_for(numel, kiln::cpu::kElementwiseGrain,
-                            [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
+    execute(k, bufs, dims, numel, kiln::cpu::kElementwiseGrain, device);
   } else {
     const int64_t cols = out_shape[r - 1];
-    kiln::cpu::parallel_for(numel / cols, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols),
-                            [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
+    execute(k, bufs, dims, numel / cols, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols),
+            device);
   }
+}
+
+void Executable::execute(size_t k, std::vector<void*>& bufs, std::vector<int64_t>& dims,
+                         int64_t units, int64_t grain, Device device) const {
+  // The ABI both targets share (codegen.h, ptx.h): checked on every call.
+  KILN_ASSERT(static_cast<int64_t>(bufs.size()) == cpu::buffers_size(kernels_[k]) &&
+                  static_cast<int64_t>(dims.size()) == cpu::dims_size(kernels_[k]),
+              "function '{}': kernel {} got {} buffers and {} dims, its ABI says {} and {}",
+              graph_.name, k, bufs.size(), dims.size(), cpu::buffers_size(kernels_[k]),
+              cpu::dims_size(kernels_[k]));
+  if (device.is_cpu()) {
+    const cpu::KernelFn fn = fns_[k];
+    kiln::cpu::parallel_for(units, grain,
+                            [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
+    return;
+  }
+  // The PTX entry's parameters: the buffers, the dims, the unit count (jit/cuda/ptx.h).
+  std::vector<void*> args;
+  for (void*& b : bufs)
+    args.push_back(&b);
+  for (int64_t& d : dims)
+    args.push_back(&d);
+  args.push_back(&units);
+  checked_backend(device, "function")
+      .launch(device.index, device_kernels(device)[k], args.data(), units);
 }
 
 std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   const ir::Graph& g = graph_;
-  // The generated kernels are x86 code over host memory: a call with tensors on another
-  // device (inputs or captured variables) runs the optimized graph on that device's eager
-  // kernels instead.
-  bool on_device = false;
-  for (const Tensor& t : inputs)
-    on_device |= t.defined() && !t.is_symbolic() && !t.device().is_cpu();
-  for (const ir::VariableSlot& slot : g.variables)
-    if (slot.var) {
-      const Tensor v = slot.var->stored();
-      on_device |= v.defined() && !v.is_symbolic() && !v.device().is_cpu();
-    }
-  if (on_device) return tracer::interpret(g, inputs);
   KILN_CHECK(inputs.size() == g.params.size(), "function '{}': expects {} tensor inputs, got {}",
              g.name, g.params.size(), inputs.size());
-  memory::ArenaScope arena(buffers_.arena_bytes);
-  std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorType& spec = g.types[static_cast<size_t>(g.params[i])];
     KILN_CHECK(inputs[i].defined() && tracer::fits(spec, inputs[i]),
                "function '{}': input {} is {} but the signature says {}{}", g.name, i,
                inputs[i].defined() ? inputs[i].type_str() : "undefined", name(spec.dtype),
                spec.shape.str());
-    vals[static_cast<size_t>(g.params[i])] = inputs[i];
   }
+  // The generated x86 kernels read host memory: a call with tensors on another device
+  // (inputs or captured variables) runs the same steps with the kernels as device code.
+  Device device = Device::cpu();
+  for (const Tensor& t : inputs)
+    if (!t.is_symbolic() && !t.device().is_cpu()) device = t.device();
+  for (const ir::VariableSlot& slot : g.variables)
+    if (slot.var && device.is_cpu()) {
+      const Tensor v = slot.var->stored();
+      if (v.defined() && !v.is_symbolic()) device = v.device();
+    }
+  if (!device.is_cpu()) return run_on_device(inputs, device);
+  memory::ArenaScope arena(buffers_.arena_bytes);
+  std::vector<Tensor> vals(g.types.size());
+  for (size_t i = 0; i < inputs.size(); ++i)
+    vals[static_cast<size_t>(g.params[i])] = inputs[i];
   using Clock = std::chrono::steady_clock;
   const bool profiling = profile_ns_ != nullptr;
   if (profiling) profile_calls_.fetch_add(1, std::memory_order_relaxed);
@@ -509,7 +535,7 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
     std::optional<memory::ArenaScope::Pause> outside;
     if (buffers_.outside_arena[k]) outside.emplace();
     if (s.group >= 0)
-      run_group(static_cast<size_t>(s.group), vals);
+      run_group(static_cast<size_t>(s.group), vals, Device::cpu());
     else
       tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
     for (int v : release_after_[k])
@@ -537,6 +563,56 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
     }
   }
   return results;
+}
+
+std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
+                                              Device device) const {
+  const ir::Graph& g = graph_;
+  checked_backend(device, "function");
+  std::vector<Tensor> vals(g.types.size());
+  for (size_t i = 0; i < inputs.size(); ++i)
+    vals[static_cast<size_t>(g.params[i])] = inputs[i];
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& s = plan_.steps[k];
+    if (s.group >= 0) {
+      run_group(static_cast<size_t>(s.group), vals, device);
+    } else {
+      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+      tracer::run_node(g, n, vals, g.variables);
+      // The graph's constants are host tensors: scalars go along with device operands,
+      // bigger ones move once per call.
+      if (n.op == "constant")
+        for (int v : n.outputs)
+          if (vals[static_cast<size_t>(v)].rank() > 0)
+            vals[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].to(device);
+    }
+    for (int v : release_after_[k])
+      vals[static_cast<size_t>(v)] = Tensor();
+  }
+  std::vector<Tensor> results;
+  results.reserve(g.results.size());
+  for (int v : g.results)
+    results.push_back(vals[static_cast<size_t>(v)]);
+  return results;
+}
+
+const std::vector<void*>& Executable::device_kernels(Device device) const {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  if (auto it = device_fns_.find(device.index); it != device_fns_.end()) return it->second;
+  const DeviceBackend& backend = checked_backend(device, "function");
+  KILN_CHECK(backend.arch && backend.load_kernels && backend.launch,
+             "function '{}': device {} cannot run generated code", graph_.name, device.str());
+  // LLVM 19's NVPTX backend targets up to sm_90; newer GPUs compile sm_90 PTX themselves.
+  const int sm = std::min(backend.arch(device.index), 90);
+  const cuda::PtxModule m = cuda::emit_ptx(graph_, kernels_, sm);
+  if (const char* dir = std::getenv("KILN_DUMP"); dir != nullptr && *dir != '\0')
+    dump(dir, graph_.name, fmt::format("sm_{}.ptx", sm), m.ptx);
+  std::vector<std::string> names;
+  for (const cuda::PtxKernel& k : m.kernels)
+    names.push_back(k.name);
+  std::vector<void*> fns;
+  if (!names.empty()) fns = backend.load_kernels(device.index, m.ptx, names);
+  return device_fns_[device.index] = std::move(fns);
 }
 
 std::shared_ptr<const tracer::CompiledGraph> compile(const ir::Graph& g) {

@@ -8,7 +8,9 @@
 // threads may call one Executable at once.
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -40,8 +42,18 @@ class Executable final : public tracer::CompiledGraph {
   const std::vector<cpu::KernelPlan>& kernels() const { return kernels_; }
 
  private:
-  void run_group(size_t k, std::vector<Tensor>& vals) const;
-  void run_program(size_t k, std::vector<Tensor>& vals) const;
+  // Kernel k over the values; on `device`, through its generated device code.
+  void run_group(size_t k, std::vector<Tensor>& vals, Device device) const;
+  void run_program(size_t k, std::vector<Tensor>& vals, Device device) const;
+  // Runs kernel k over `units` (elements, rows or columns, as the kernel's loop counts them):
+  // split across the CPU's threads with `grain` units per thread at least, or launched on
+  // the device.
+  void execute(size_t k, std::vector<void*>& bufs, std::vector<int64_t>& dims, int64_t units,
+               int64_t grain, Device device) const;
+  // The calls with tensors on another device: the same steps, with the kernels as PTX.
+  std::vector<Tensor> run_on_device(const std::vector<Tensor>& inputs, Device device) const;
+  // The kernels' device code for `device`, emitted and loaded on first use.
+  const std::vector<void*>& device_kernels(Device device) const;
   std::string kernels_text() const;
   void plan_in_place();
 
@@ -62,6 +74,8 @@ class Executable final : public tracer::CompiledGraph {
   std::unique_ptr<std::atomic<int64_t>[]> profile_ns_;
   mutable std::atomic<int64_t> profile_calls_{0};
   std::string profile_text() const;
+  mutable std::mutex device_mu_;
+  mutable std::map<int, std::vector<void*>> device_fns_;  // per CUDA device index
 };
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same

@@ -46,6 +46,16 @@ std::string ptxas(const std::string& ptx, int sm) {
   return rc == 0 ? "" : fmt::format("ptxas exited with {}: {}", rc, said);
 }
 
+// The parameters declared in the .entry of `name`.
+int64_t count_params(const std::string& ptx, const std::string& name) {
+  const size_t start = ptx.find(".entry " + name + "(");
+  const size_t end = ptx.find(')', start);
+  int64_t n = 0;
+  for (size_t at = ptx.find(".param", start); at < end; at = ptx.find(".param", at + 1))
+    ++n;
+  return n;
+}
+
 void skip() {
   WARN("skipped: ptxas not found (install the CUDA toolkit)");
 }
@@ -59,8 +69,11 @@ jit::cuda::PtxModule check_ptx(const ConcreteFunction& cf, const std::string& wh
   for (int sm : {80, 90}) {
     jit::cuda::PtxModule m = jit::cuda::emit_ptx(exe.graph(), exe.kernels(), sm);
     REQUIRE(m.kernels.size() == exe.kernels().size());
-    for (const jit::cuda::PtxKernel& k : m.kernels)
+    for (const jit::cuda::PtxKernel& k : m.kernels) {
       CHECK(m.ptx.find(".entry " + k.name + "(") != std::string::npos);
+      // Its parameters: the buffers, the dims and the unit count, as the launcher passes them.
+      CHECK(count_params(m.ptx, k.name) == k.buffers + k.dims + 1);
+    }
     // Everything resolved inside the module: no calls out, no reflection left.
     CHECK(m.ptx.find(".extern .func") == std::string::npos);
     CHECK(m.ptx.find("__nvvm_reflect") == std::string::npos);

@@ -64,6 +64,19 @@ __global__ void select_k(T* out, const bool* c, const T* a, const T* b, Strides 
 }
 
 template <class T>
+__global__ void adam_k(const T* var, const T* m, const T* v, const T* g, T* var_out, T* m_out,
+                       T* v_out, int64_t n, T lr, T b1, T c1, T b2, T c2, T eps) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const T mi = b1 * m[i] + c1 * g[i];
+    const T vi = b2 * v[i] + c2 * g[i] * g[i];
+    m_out[i] = mi;
+    v_out[i] = vi;
+    var_out[i] = var[i] - lr * mi / (sqrt(vi) + eps);
+  }
+}
+
+template <class T>
 __global__ void fill_k(T* out, T v, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -295,6 +308,28 @@ int cast(int from, int to, void* out, const void* x, const Strides& s, int64_t n
           static_cast<To*>(out), static_cast<const From*>(x), s, n, CastF<To>{});
     });
   });
+  return static_cast<int>(cudaGetLastError());
+}
+
+int adam(int dtype, const void* var, const void* m, const void* v, const void* g, void* var_out,
+         void* m_out, void* v_out, int64_t n, double lr, double beta1, double beta2, double eps,
+         void* stream) {
+  if (n == 0) return 0;
+  auto go = [&](auto tag) {
+    using T = decltype(tag);
+    adam_k<<<blocks_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<const T*>(var), static_cast<const T*>(m), static_cast<const T*>(v),
+        static_cast<const T*>(g), static_cast<T*>(var_out), static_cast<T*>(m_out),
+        static_cast<T*>(v_out), n, static_cast<T>(lr), static_cast<T>(beta1),
+        static_cast<T>(1 - beta1), static_cast<T>(beta2), static_cast<T>(1 - beta2),
+        static_cast<T>(eps));
+  };
+  if (dtype == kF32)
+    go(float{});
+  else if (dtype == kF64)
+    go(double{});
+  else
+    return static_cast<int>(cudaErrorInvalidValue);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -125,6 +125,21 @@ std::vector<Tensor> full_kernel(std::span<const Tensor>, const Attrs& a,
   return {y};
 }
 
+std::vector<Tensor> adam_kernel(std::span<const Tensor> in, const Attrs& a,
+                                std::span<const TensorType> out) {
+  const Device dev = in[0].device();
+  DeviceGuard g(dev.index);
+  const Tensor var = in[0].contiguous(), m = in[1].contiguous(), v = in[2].contiguous(),
+               grad = in[3].contiguous();
+  Tensor var_out = alloc(out[0], dev), m_out = alloc(out[1], dev), v_out = alloc(out[2], dev);
+  check(launch::adam(code(var.dtype()), ptr(var), ptr(m), ptr(v), ptr(grad),
+                     var_out.mutable_data<char>(), m_out.mutable_data<char>(),
+                     v_out.mutable_data<char>(), var.numel(), a.f("lr"), a.f("beta1"), a.f("beta2"),
+                     a.f("eps"), stream(dev.index)),
+        "adam_update");
+  return {var_out, m_out, v_out};
+}
+
 template <launch::Reduce op>
 std::vector<Tensor> reduce_kernel(std::span<const Tensor> in, const Attrs& a,
                                   std::span<const TensorType> out) {
@@ -221,6 +236,7 @@ KILN_STATIC_INIT {
   reg("cast", cast_kernel);
   reg("stop_gradient", stop_gradient_kernel);
   reg("full", full_kernel);
+  reg("adam_update", adam_kernel);
   reg("reduce_sum", reduce_kernel<launch::Reduce::sum>);
   reg("reduce_max", reduce_kernel<launch::Reduce::max>);
   reg("reduce_min", reduce_kernel<launch::Reduce::min>);

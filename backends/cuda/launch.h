@@ -72,6 +72,11 @@ int cast(int from, int to, void* out, const void* x, const Strides& s, int64_t n
 // Fills n elements with `value` converted to dtype.
 int fill(int dtype, void* out, double value, int64_t n, void* stream);
 
+// One Adam step over n dense elements (f32 or f64), as backends/cpu/optim.cpp computes it.
+int adam(int dtype, const void* var, const void* m, const void* v, const void* g, void* var_out,
+         void* m_out, void* v_out, int64_t n, double lr, double beta1, double beta2, double eps,
+         void* stream);
+
 // Reductions over a dense input seen as [outer, reduced, inner]: out[o, i] = op over r.
 enum class Reduce : int { sum, max, min, prod };
 int reduce(Reduce op, int dtype, void* out, const void* x, int64_t outer, int64_t reduced,

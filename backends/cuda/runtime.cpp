@@ -224,6 +224,7 @@ KILN_STATIC_INIT {
     DeviceGuard g(index);
     check(cudaStreamSynchronize(state(index).stream), "cudaStreamSynchronize");
   };
+  add_module_functions(b);
   register_device_backend(DeviceType::cuda, b);
 };
 

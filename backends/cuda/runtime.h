@@ -8,6 +8,10 @@
 #include <kiln/core/device.h>
 #include <kiln/core/error.h>
 
+namespace kiln {
+struct DeviceBackend;
+}
+
 namespace kiln::cuda {
 
 // Raises kiln::Error naming `what` and the CUDA error unless `e` is cudaSuccess.
@@ -33,5 +37,8 @@ class DeviceGuard {
 // The stream every kernel and copy on device `index` is ordered on (non-blocking, created on
 // first use). One stream per device makes reuse of freed blocks stream-ordered by construction.
 cudaStream_t stream(int index);
+
+// Fills in the JIT's entries (module.cpp) of the backend that runtime.cpp registers.
+void add_module_functions(DeviceBackend& b);
 
 }  // namespace kiln::cuda
