@@ -47,12 +47,11 @@ std::vector<TensorType> infer_fill_like(const OpDef&, std::span<const TensorType
   return {TensorType{a.dtype("dtype"), in[0].shape}};
 }
 
-// fill_like runs the device's "full" kernel with the concrete shape inference gave it.
+// fill_like on the CPU runs the "full" kernel with the concrete shape inference gave it.
 std::vector<Tensor> fill_like_kernel(std::span<const Tensor> in, const Attrs& a,
                                      std::span<const TensorType> out) {
   static const OpDef& full = registry().op("full");
-  KernelFn k = full.kernel(in[0].device().type);
-  KILN_CHECK(k != nullptr, "fill_like: no 'full' kernel for device {}", in[0].device().str());
+  KernelFn k = full.kernel(DeviceType::cpu);
   const Attrs fa{{"shape", out[0].shape.dims()}, {"value", a.f("value")}, {"dtype", out[0].dtype}};
   return k({}, fa, out);
 }
@@ -66,8 +65,8 @@ KILN_STATIC_INIT {
                    .set_doc(
                        "A tensor shaped like the input (read at run time), of dtype `dtype`, "
                        "with every element equal to `value`.");
-  for (int d = 0; d < kNumDeviceTypes; ++d)
-    fill.set_kernel(static_cast<DeviceType>(d), fill_like_kernel);
+  // Other devices register their own (it must allocate on the input's device).
+  fill.set_kernel(DeviceType::cpu, fill_like_kernel);
   registry()
       .mutable_op("full")
       .set_num_inputs(0)
@@ -97,7 +96,9 @@ Tensor ones(const Shape& shape, DType dtype) {
 }
 Tensor full_like(const Tensor& x, Scalar value) {
   const auto& d = x.shape().dims();
-  if (std::all_of(d.begin(), d.end(), [](int64_t n) { return n >= 0; }))
+  // On a device, the fill runs there (a primitive with an input dispatches by its device).
+  const bool on_device = x.defined() && !x.is_symbolic() && !x.device().is_cpu();
+  if (!on_device && std::all_of(d.begin(), d.end(), [](int64_t n) { return n >= 0; }))
     return full(x.shape(), value, x.dtype());
   static const OpDef& op = registry().op("fill_like");
   return dispatch1(op, {x}, Attrs{{"value", value.to_double()}, {"dtype", x.dtype()}});

@@ -181,10 +181,14 @@ template <size_t D>
 std::vector<Tensor> like_kernel(std::span<const Tensor> in, const Attrs& a,
                                 std::span<const TensorType> out) {
   static const OpDef& sized = registry().op(kDistributions[D].sized);
-  KernelFn k = sized.kernel(in[0].device().type);
-  KILN_CHECK(k != nullptr, "{}: no '{}' kernel for device {}", kDistributions[D].like,
-             kDistributions[D].sized, in[0].device().str());
-  return k({}, a, out);
+  const Device device = in[0].device();
+  if (KernelFn k = sized.kernel(device.type)) return k({}, a, out);
+  // A device without a kernel of its own: drawn on the host with the same counters, then
+  // copied, so the values are the CPU's bit for bit.
+  std::vector<Tensor> host = sized.kernel(DeviceType::cpu)({}, a, out);
+  for (Tensor& t : host)
+    t = t.to(device);
+  return host;
 }
 
 constexpr uint32_t kRngFlags = kStateful | kCreation | kNotDifferentiable;

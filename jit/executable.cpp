@@ -410,7 +410,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   std::vector<std::pair<int, Tensor>> reused;
   for (const InPlace& p : in_place_[k]) {
     const Tensor& t = vals[static_cast<size_t>(p.input)];
-    if (!t.is_contiguous() || t.shape() != out_shape) continue;
+    if (!t.is_contiguous() || t.shape() != out_shape || t.device() != device) continue;
     if (p.variable < 0) {
       if (t.data_is_unshared()) reused.emplace_back(p.output, t);
       continue;
@@ -579,9 +579,9 @@ std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
     } else {
       const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
       tracer::run_node(g, n, vals, g.variables);
-      // The graph's constants are host tensors: scalars go along with device operands,
-      // bigger ones move once per call.
-      if (n.op == "constant")
+      // Values born on the host (constants, and creation ops, which have no input to say
+      // where to run): scalars go along with device operands, bigger ones move.
+      if (n.inputs.empty())
         for (int v : n.outputs)
           if (vals[static_cast<size_t>(v)].rank() > 0)
             vals[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].to(device);

@@ -7,6 +7,7 @@
 
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <mutex>
 
@@ -34,9 +35,9 @@ struct Lt {
 
 Lt& lt(int device) {
   static std::mutex mu;
-  static std::map<int, Lt> per_device;  // lives with the process
+  static auto* per_device = new std::map<int, Lt>;  // never destroyed: tensors may outlive exit
   std::lock_guard<std::mutex> lock(mu);
-  Lt& l = per_device[device];
+  Lt& l = (*per_device)[device];
   if (l.handle == nullptr) {
     DeviceGuard g(device);
     check_lt(cublasLtCreate(&l.handle), "cublasLtCreate");
@@ -84,6 +85,15 @@ Operand operand(const Tensor& x2, int64_t batch_stride) {
     o.keep = d;
   }
   return o;
+}
+
+// The largest power of two (up to 256) that divides the address.
+uint32_t alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  uint32_t n = 256;
+  while (n > 1 && a % n != 0)
+    n /= 2;
+  return n;
 }
 
 struct Layout {
@@ -142,6 +152,16 @@ void lt_matmul(const Operand& a, const Operand& b, void* out, int64_t batch, int
   const uint64_t ws = kWorkspace;
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                        sizeof(ws));
+  // The heuristic assumes 256-byte aligned operands unless told: views with an offset are not.
+  const uint32_t align_b = alignment(b.data), align_a = alignment(a.data), align_c = alignment(out);
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_b,
+                                       sizeof(align_b));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_a,
+                                       sizeof(align_a));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c,
+                                       sizeof(align_c));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c,
+                                       sizeof(align_c));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(l.handle, desc, la.l, lb.l, lc.l, lc.l,
@@ -170,14 +190,18 @@ std::vector<Tensor> matmul_kernel(std::span<const Tensor> in, const Attrs&,
   if (a.rank() == 1) a = a.reshape(Shape{1, a.dim(0)});
   if (b.rank() == 1) b = b.reshape(Shape{b.dim(0), 1});
   const int64_t M = a.dim(-2), K = a.dim(-1), N = b.dim(-1);
+  const Shape batch_shape = broadcast_shapes(
+      Shape(std::vector<int64_t>(a.shape().dims().begin(), a.shape().dims().end() - 2)),
+      Shape(std::vector<int64_t>(b.shape().dims().begin(), b.shape().dims().end() - 2)), "matmul");
   Tensor out = Tensor::empty(out_types[0].shape, out_types[0].dtype, dev);
-  const int64_t batch = M * N > 0 ? out.numel() / (M * N) : 0;
+  const int64_t batch = batch_shape.numel();
   if (out.numel() == 0) return {out};
   if (K == 0) return {zeros_like(out)};
-  // Batched operands: stride M*K (K*N) when they carry every batch, 0 when broadcast.
+  // Batched operands: stride M*K (K*N) when they carry every batch, 0 when broadcast. The
+  // output [batch..., M, N] is dense, whichever of M and N a vector operand dropped.
   auto batched = [&](Tensor x, int64_t rows, int64_t cols) -> std::pair<Tensor, int64_t> {
     if (x.rank() == 2 || x.numel() == rows * cols) return {x.reshape(Shape{rows, cols}), 0};
-    std::vector<int64_t> dims(out.shape().dims().begin(), out.shape().dims().end() - 2);
+    std::vector<int64_t> dims = batch_shape.dims();
     dims.push_back(rows);
     dims.push_back(cols);
     Tensor d = broadcast_to(x, Shape(dims)).contiguous();
@@ -197,7 +221,8 @@ std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Att
   DeviceGuard g(dev.index);
   const Tensor& a = in[0];
   const Tensor& b = in[1];
-  const Tensor bias = in[2].contiguous();
+  Tensor bias = in[2].contiguous();
+  if (alignment(bias.raw_data()) < 16) bias = bias.clone();  // the epilogue reads it in vectors
   const int64_t M = a.dim(0), K = a.dim(1), N = b.dim(1);
   KILN_CHECK(bias.numel() == N, "matmul_bias_act: bias {} does not match the product [{}, {}]",
              bias.type_str(), M, N);

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include <kiln/core/dispatch.h>
+#include <kiln/core/ops.h>
 #include <kiln/core/registry.h>
 #include <kiln/core/tensor.h>
 
@@ -112,16 +113,15 @@ std::vector<Tensor> stop_gradient_kernel(std::span<const Tensor> in, const Attrs
   return {Tensor::view_of(in[0], in[0].shape(), in[0].strides(), in[0].offset())};
 }
 
-// "full" has no inputs to say which device: it fills on cuda:0 (fill_like, which reaches it
-// for CUDA inputs, runs there too).
-std::vector<Tensor> full_kernel(std::span<const Tensor>, const Attrs& a,
-                                std::span<const TensorType> out) {
-  const Device dev = Device::cuda(0);
+// A tensor shaped like the input, on its device, filled with `value`.
+std::vector<Tensor> fill_like_kernel(std::span<const Tensor> in, const Attrs& a,
+                                     std::span<const TensorType> out) {
+  const Device dev = in[0].device();
   DeviceGuard g(dev.index);
   Tensor y = alloc(out[0], dev);
   check(launch::fill(code(y.dtype()), y.mutable_data<char>(), a.f("value"), y.numel(),
                      stream(dev.index)),
-        "full");
+        "fill_like");
   return {y};
 }
 
@@ -145,7 +145,13 @@ std::vector<Tensor> reduce_kernel(std::span<const Tensor> in, const Attrs& a,
                                   std::span<const TensorType> out) {
   const Device dev = in[0].device();
   DeviceGuard g(dev.index);
-  Tensor x = in[0].contiguous();
+  Tensor x = in[0];
+  // Integer sums and products accumulate in the output's dtype (i64), as on the CPU.
+  if (x.dtype() != out[0].dtype) {
+    SuspendHooks quiet;
+    x = cast(x, out[0].dtype);
+  }
+  x = x.contiguous();
   KILN_CHECK(x.dtype() != DType::boolean && x.dtype() != DType::u8,
              "reduce: {} on {} is not supported yet", x.type_str(), dev.str());
   std::vector<int64_t> axes;
@@ -235,7 +241,7 @@ KILN_STATIC_INIT {
   reg("select", select_kernel);
   reg("cast", cast_kernel);
   reg("stop_gradient", stop_gradient_kernel);
-  reg("full", full_kernel);
+  reg("fill_like", fill_like_kernel);
   reg("adam_update", adam_kernel);
   reg("reduce_sum", reduce_kernel<launch::Reduce::sum>);
   reg("reduce_max", reduce_kernel<launch::Reduce::max>);

@@ -1,6 +1,7 @@
-// Reductions on CUDA over a dense input seen as [outer, reduced, inner]: one thread per
-// output element (o, i), looping over the reduced dim; adjacent threads read adjacent inner
-// elements, so the loads coalesce when inner > 1. Sums accumulate in the input's dtype, as
+// Reductions on CUDA over a dense input seen as [outer, reduced, inner]. Rows (inner == 1):
+// a block per output, reducing in shared memory. Otherwise one thread per output element
+// (o, i), looping over the reduced dim; adjacent threads read adjacent inner elements, so the
+// loads coalesce. Sums accumulate in the input's dtype, as
 // the CPU kernels do; max and min propagate NaN.
 
 #include <cuda_runtime.h>
@@ -48,6 +49,24 @@ __global__ void reduce_k(Reduce op, T init, T* out, const T* x, int64_t outer, i
   }
 }
 
+// Rows (inner == 1): one block per output, its threads striding along the row (coalesced),
+// then a tree in shared memory.
+template <class T>
+__global__ void reduce_rows_k(Reduce op, T init, T* out, const T* x, int64_t reduced) {
+  __shared__ T part[256];
+  const T* row = x + static_cast<int64_t>(blockIdx.x) * reduced;
+  T acc = init;
+  for (int64_t r = threadIdx.x; r < reduced; r += blockDim.x)
+    acc = combine(op, acc, row[r]);
+  part[threadIdx.x] = acc;
+  __syncthreads();
+  for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) part[threadIdx.x] = combine(op, part[threadIdx.x], part[threadIdx.x + s]);
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = part[0];
+}
+
 template <class T>
 T init_of(Reduce op) {
   if (op == Reduce::sum) return T(0);
@@ -69,8 +88,12 @@ int reduce(Reduce op, int dtype, void* out, const void* x, int64_t outer, int64_
   auto st = static_cast<cudaStream_t>(stream);
   auto go = [&](auto tag) {
     using T = decltype(tag);
-    reduce_k<<<blocks, 256, 0, st>>>(op, init_of<T>(op), static_cast<T*>(out),
-                                     static_cast<const T*>(x), outer, reduced, inner);
+    if (inner == 1 && outer <= 0x7fffffff)
+      reduce_rows_k<<<static_cast<unsigned>(outer), 256, 0, st>>>(
+          op, init_of<T>(op), static_cast<T*>(out), static_cast<const T*>(x), reduced);
+    else
+      reduce_k<<<blocks, 256, 0, st>>>(op, init_of<T>(op), static_cast<T*>(out),
+                                       static_cast<const T*>(x), outer, reduced, inner);
   };
   switch (dtype) {
     case kI32:

@@ -122,10 +122,14 @@ class CachingAllocator final : public Allocator {
   void release_cached() {  // mu_ held
     DeviceGuard g(device_);
     check(cudaStreamSynchronize(stream(device_)), "cudaStreamSynchronize");
-    for (auto& [c, p] : free_)
-      cudaFree(p);
+    cudaError_t first = cudaSuccess;
+    for (auto& [c, p] : free_) {
+      const cudaError_t e = cudaFree(p);
+      if (first == cudaSuccess) first = e;
+    }
     free_.clear();
     stats_.cached_bytes = 0;
+    check(first, "cudaFree (releasing the cache)");
   }
 
   int device_;
@@ -151,9 +155,10 @@ struct DeviceState {
 
 DeviceState& state(int index) {
   static std::mutex mu;
-  static std::map<int, std::unique_ptr<DeviceState>> states;  // lives with the process
+  // Never destroyed: tensors held by statics are freed after exit-time destructors run.
+  static auto* states = new std::map<int, std::unique_ptr<DeviceState>>;
   std::lock_guard<std::mutex> lock(mu);
-  auto& s = states[index];
+  auto& s = (*states)[index];
   if (!s) {
     KILN_CHECK(index >= 0 && index < device_count(),
                "cuda: device cuda:{} does not exist ({} found)", index, device_count());
@@ -208,9 +213,18 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, size
     check(cudaMemcpyAsync(d, s, nbytes, cudaMemcpyDeviceToDevice, st.stream),
           "cudaMemcpyAsync (device to device)");
   } else {
-    // The destination's later work must see the bytes: the copy finishes before returning.
+    // The destination block may still be read by work queued on its own stream: the copy
+    // waits for that, and finishes before returning, so later work there sees the bytes.
+    cudaEvent_t ready = nullptr;
+    {
+      DeviceGuard gd(dst_device.index);
+      check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+      check(cudaEventRecord(ready, state(dst_device.index).stream), "cudaEventRecord");
+    }
+    check(cudaStreamWaitEvent(st.stream, ready, 0), "cudaStreamWaitEvent");
     check(cudaMemcpyPeerAsync(d, dst_device.index, s, src_device.index, nbytes, st.stream),
           "cudaMemcpyPeerAsync");
+    cudaEventDestroy(ready);
     check(cudaStreamSynchronize(st.stream), "cudaStreamSynchronize");
   }
 }
