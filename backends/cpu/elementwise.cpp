@@ -8,6 +8,7 @@
 
 #include <kiln/backends/cpu/kernel_util.h>
 #include <kiln/backends/cpu/loops.h>
+#include <kiln/core/int_pow.h>
 
 namespace kiln::cpu {
 namespace {
@@ -214,21 +215,10 @@ struct FloorDiv {
 struct Pow {
   template <class T>
   T operator()(T a, T b) const {
-    if constexpr (kFloat<T>) {
+    if constexpr (kFloat<T>)
       return std::pow(a, b);
-    } else if constexpr (std::is_same_v<T, bool>) {
-      return a || !b;
-    } else {
-      if constexpr (std::is_signed_v<T>)
-        if (b < 0) return a == 1 ? T(1) : a == -1 ? ((b % 2) ? T(-1) : T(1)) : T(0);
-      using U = std::make_unsigned_t<T>;
-      U result = 1, base = static_cast<U>(a);
-      for (auto e = static_cast<U>(b); e; e >>= 1) {
-        if (e & 1) result = static_cast<U>(result * base);
-        base = static_cast<U>(base * base);
-      }
-      return static_cast<T>(result);
-    }
+    else
+      return int_pow(a, b);
   }
 };
 // maximum/minimum propagate NaN, as NumPy and TF do.

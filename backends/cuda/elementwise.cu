@@ -1,13 +1,15 @@
 // Elementwise CUDA kernels: unary, binary, select, cast and fill, over a dense output with
 // strided (broadcasting) inputs. One thread per output element, grid-stride. The functors
 // follow the CPU kernels' semantics (backends/cpu/elementwise.cpp): NaN-propagating maximum
-// and minimum, sign and round of NaN, integer pow by squaring.
+// and minimum, sign and round of NaN, integer pow (core/int_pow.h, shared with the CPU).
 
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
+
+#include <kiln/core/int_pow.h>
 
 #include "launch.h"
 
@@ -135,21 +137,10 @@ struct BinaryF {
     if constexpr (op == Binary::mul) return static_cast<T>(a * b);
     if constexpr (op == Binary::div) return static_cast<T>(a / b);
     if constexpr (op == Binary::pow) {
-      if constexpr (kFloat<T>) {
+      if constexpr (kFloat<T>)
         return static_cast<T>(pow(a, b));
-      } else if constexpr (std::is_same_v<T, bool>) {
-        return a || !b;
-      } else {
-        if constexpr (std::is_signed_v<T>)
-          if (b < 0) return a == 1 ? T(1) : a == -1 ? ((b % 2) ? T(-1) : T(1)) : T(0);
-        using U = std::make_unsigned_t<T>;
-        U result = 1, base = static_cast<U>(a);
-        for (auto e = static_cast<U>(b); e; e >>= 1) {
-          if (e & 1) result = static_cast<U>(result * base);
-          base = static_cast<U>(base * base);
-        }
-        return static_cast<T>(result);
-      }
+      else
+        return int_pow(a, b);
     }
     if constexpr (op == Binary::maximum || op == Binary::minimum) {
       if constexpr (kFloat<T>)
