@@ -350,13 +350,13 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
     vals[static_cast<size_t>(grp.outputs[o])] = std::move(t);
   }
   if (kp.column_program) {
-    std::vector<int64_t> dims = {cols, num_rows};
+    int64_t dims[2] = {cols, num_rows};
     execute(k, bufs, dims, cols,
             std::max<int64_t>(8, kiln::cpu::kElementwiseGrain / std::max<int64_t>(num_rows, 1)),
             device);
     return;
   }
-  std::vector<int64_t> dims = {cols};
+  int64_t dims[1] = {cols};
   execute(k, bufs, dims, num_rows,
           std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / std::max<int64_t>(cols, 1)), device);
 }
@@ -475,8 +475,8 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   }
 }
 
-void Executable::execute(size_t k, std::vector<void*>& bufs, std::vector<int64_t>& dims,
-                         int64_t units, int64_t grain, Device device) const {
+void Executable::execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
+                         int64_t grain, Device device) const {
   // The ABI both targets share (codegen.h, ptx.h): checked on every call.
   KILN_ASSERT(static_cast<int64_t>(bufs.size()) == cpu::buffers_size(kernels_[k]) &&
                   static_cast<int64_t>(dims.size()) == cpu::dims_size(kernels_[k]),

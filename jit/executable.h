@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -48,7 +49,7 @@ class Executable final : public tracer::CompiledGraph {
   // Runs kernel k over `units` (elements, rows or columns, as the kernel's loop counts them):
   // split across the CPU's threads with `grain` units per thread at least, or launched on
   // the device.
-  void execute(size_t k, std::vector<void*>& bufs, std::vector<int64_t>& dims, int64_t units,
+  void execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
                int64_t grain, Device device) const;
   // The calls with tensors on another device: the same steps, with the kernels as PTX.
   std::vector<Tensor> run_on_device(const std::vector<Tensor>& inputs, Device device) const;
