@@ -15,6 +15,7 @@
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LegacyPassManager.h>
+#include <llvm/IR/MDBuilder.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/Verifier.h>
 #include <llvm/Passes/PassBuilder.h>
@@ -360,15 +361,38 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   // dependence instead of overlapping pointers that would send it to its scalar loop).
   std::vector<llvm::Value*> out_ptrs = start.out;
 
+  // Outside an in-place loop every output is a fresh buffer: scoped alias metadata says so
+  // (the inputs share one scope, each output has its own), and the vectorizer then needs no
+  // run-time overlap checks and no scalar fallback loop. The in-place loop stores through the
+  // inputs' own pointers and has none.
+  llvm::MDBuilder mdb(ctx);
+  llvm::MDNode* domain = mdb.createAnonymousAliasScopeDomain(plan.name);
+  llvm::MDNode* in_scope = mdb.createAnonymousAliasScope(domain, "in");
+  std::vector<llvm::Metadata*> out_scopes;
+  for (size_t k = 0; k < start.out.size(); ++k)
+    out_scopes.push_back(mdb.createAnonymousAliasScope(domain, fmt::format("out{}", k)));
+  bool scoped = false;
+  auto list = [&](std::vector<llvm::Metadata*> v) { return llvm::MDNode::get(ctx, v); };
+  llvm::MDNode* load_scope = list({in_scope});
+  llvm::MDNode* load_noalias = list(out_scopes);
+  auto store_noalias = [&](size_t k) {
+    std::vector<llvm::Metadata*> v = {in_scope};
+    for (size_t j = 0; j < out_scopes.size(); ++j)
+      if (j != k) v.push_back(out_scopes[j]);
+    return list(v);
+  };
+
   // The body at one element: `flat` indexes full inputs and outputs; `bcast(k)` indexes the
   // k-th broadcast input.
   auto body = [&](llvm::Value* flat, const std::map<int, llvm::Value*>& bcast_index) {
     std::map<int, llvm::Value*> v = value;
+    llvm::MDNode* ls = scoped ? load_scope : nullptr;
+    llvm::MDNode* ln = scoped ? load_noalias : nullptr;
     for (const KernelInput& in : plan.inputs) {
       const DType d = g.types[static_cast<size_t>(in.value)].dtype;
-      if (in.kind == InputKind::full) v[in.value] = em.load(d, base[in.value], flat);
+      if (in.kind == InputKind::full) v[in.value] = em.load(d, base[in.value], flat, ls, ln);
       if (in.kind == InputKind::broadcast)
-        v[in.value] = em.load(d, base[in.value], bcast_index.at(in.value));
+        v[in.value] = em.load(d, base[in.value], bcast_index.at(in.value), ls, ln);
     }
     for (int i : grp.nodes) {
       const ir::Node& n = g.nodes[static_cast<size_t>(i)];
@@ -379,7 +403,11 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     }
     for (size_t k = 0; k < grp.outputs.size(); ++k) {
       const int o = grp.outputs[k];
-      em.store(g.types[static_cast<size_t>(o)].dtype, v.at(o), out_ptrs[k], flat);
+      if (scoped)
+        em.store(g.types[static_cast<size_t>(o)].dtype, v.at(o), out_ptrs[k], flat,
+                 list({out_scopes[k]}), store_noalias(k));
+      else
+        em.store(g.types[static_cast<size_t>(o)].dtype, v.at(o), out_ptrs[k], flat);
     }
   };
 
@@ -448,6 +476,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     }
   };
   if (plan.in_place.empty()) {
+    scoped = true;
     emit_loops();
   } else {
     // Two versions: every planned output written over its input, or none.
@@ -464,6 +493,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     b.CreateBr(exit);
     b.SetInsertPoint(separate);
     out_ptrs = start.out;
+    scoped = true;
     emit_loops();
   }
   b.CreateBr(exit);

@@ -50,15 +50,24 @@ struct Emitter {
     }
   }
   // Values live in registers as float, double, i32, i64, or i1 for bool.
-  llvm::Value* load(DType d, llvm::Value* ptr, llvm::Value* index) {
+  // `scope`/`noalias`: scoped alias metadata (null: none), telling the optimizer which
+  // buffers this access cannot overlap.
+  llvm::Value* load(DType d, llvm::Value* ptr, llvm::Value* index, llvm::MDNode* scope = nullptr,
+                    llvm::MDNode* noalias = nullptr) {
     llvm::Type* t = storage_type(d);
-    llvm::Value* v = b.CreateLoad(t, b.CreateInBoundsGEP(t, ptr, index));
-    return d == DType::boolean ? b.CreateICmpNE(v, b.getInt8(0)) : v;
+    llvm::LoadInst* v = b.CreateLoad(t, b.CreateInBoundsGEP(t, ptr, index));
+    annotate(v, scope, noalias);
+    return d == DType::boolean ? b.CreateICmpNE(v, b.getInt8(0)) : static_cast<llvm::Value*>(v);
   }
-  void store(DType d, llvm::Value* v, llvm::Value* ptr, llvm::Value* index) {
+  void store(DType d, llvm::Value* v, llvm::Value* ptr, llvm::Value* index,
+             llvm::MDNode* scope = nullptr, llvm::MDNode* noalias = nullptr) {
     llvm::Type* t = storage_type(d);
     if (d == DType::boolean) v = b.CreateZExt(v, t);
-    b.CreateStore(v, b.CreateInBoundsGEP(t, ptr, index));
+    annotate(b.CreateStore(v, b.CreateInBoundsGEP(t, ptr, index)), scope, noalias);
+  }
+  static void annotate(llvm::Instruction* i, llvm::MDNode* scope, llvm::MDNode* noalias) {
+    if (scope) i->setMetadata(llvm::LLVMContext::MD_alias_scope, scope);
+    if (noalias) i->setMetadata(llvm::LLVMContext::MD_noalias, noalias);
   }
   llvm::Value* constant(const Tensor& c) {
     switch (c.dtype()) {
