@@ -100,6 +100,34 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
     return memo[v] = r;
   };
 
+  // A reduction's operand that a full output is computed from (softmax's exp(x - max)) is
+  // kept in that output's row as the reduction's loop computes it, and read back by the final
+  // loop instead of computed again: the output's own buffer is the scratch row, and each
+  // element is read before it is overwritten at the same index.
+  std::function<bool(int, int)> depends = [&](int v, int on) {
+    if (v == on) return true;
+    auto it = member.find(v);
+    if (it == member.end()) return false;
+    for (int x : it->second->inputs)
+      if (depends(x, on)) return true;
+    return false;
+  };
+  int cached = -1;        // the value kept
+  size_t cache_slot = 0;  // in this output's buffer
+  for (int i : grp.nodes) {
+    const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+    if (n.op.rfind("reduce_", 0) != 0) continue;
+    const int e = n.inputs[0];
+    if (!member.count(e) || !is_full(e) || !is_float(dtype(e))) continue;
+    for (size_t k = 0; k < grp.outputs.size(); ++k)
+      if (plan.output_full[k] && dtype(grp.outputs[k]) == dtype(e) && depends(grp.outputs[k], e) &&
+          grp.outputs[k] != e) {
+        cached = e;
+        cache_slot = k;
+        break;
+      }
+  }
+
   for (int i : grp.nodes) {
     const ir::Node& n = g.nodes[static_cast<size_t>(i)];
     const int out = n.outputs[0];
@@ -114,6 +142,8 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
       per_row[out] = column_loop({init}, [&](llvm::Value* j, const std::vector<llvm::Value*>& acc) {
         std::map<int, llvm::Value*> memo;
         llvm::Value* x = full_value(n.inputs[0], j, memo);
+        if (n.inputs[0] == cached)
+          em.store(dtype(cached), x, out_ptrs[cache_slot], b.CreateAdd(row_base, j));
         if (n.op == "reduce_sum") {
           // Reassociation lets the vectorizer keep one partial sum per lane (as the eager
           // kernel's lanes do); the order of additions differs from a serial loop.
@@ -140,6 +170,8 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
   if (any_full)
     column_loop({}, [&](llvm::Value* j, const std::vector<llvm::Value*>&) {
       std::map<int, llvm::Value*> memo;
+      if (cached >= 0)
+        memo[cached] = em.load(dtype(cached), out_ptrs[cache_slot], b.CreateAdd(row_base, j));
       for (size_t k = 0; k < grp.outputs.size(); ++k)
         if (plan.output_full[k]) {
           const int o = grp.outputs[k];
