@@ -647,6 +647,14 @@ TEST_CASE("jit: fuzzer-found fusion defects stay fixed") {
        {9, 9},
        {9},
        [](auto& x, auto&) { return max(x, {1}) * x; }},
+      {"maximum of abs and a zero (an LLVM 19 InstCombine miscompile of the select form)",
+       {8},
+       {8},
+       [](auto& x, auto&) { return maximum(abs(reshape(x, {2, 2, 2})), zeros({1})); }},
+      {"minimum of a negated abs and a zero",
+       {4, 5},
+       {5},
+       [](auto& x, auto&) { return minimum(-abs(x), zeros({1})) + minimum(abs(x), 0.f); }},
   };
   for (const auto& [name, sx, sy, fn] : cases) {
     INFO(name);

@@ -162,9 +162,12 @@ struct Emitter {
     if (op == "div") return b.CreateFDiv(x, y);
     if (op == "pow") return libm("pow", d, {x, y});
     if (op == "maximum" || op == "minimum") {
-      // As the eager kernel: NaN if either is NaN (x + y), else the larger (smaller).
-      llvm::Value* c = op == "maximum" ? b.CreateFCmpOGT(x, y) : b.CreateFCmpOLT(x, y);
-      return b.CreateSelect(b.CreateFCmpUNO(x, y), b.CreateFAdd(x, y), b.CreateSelect(c, x, y));
+      // NaN if either is NaN, else the larger (smaller), as the eager kernel; only the sign of
+      // a zero result may differ (here -0 < +0). Not the eager kernel's form,
+      // select(uno(x, y), x + y, select(ogt(x, y), x, y)): LLVM 19's InstCombine folds it,
+      // for x = fabs(a) and y = 0, into select(a ugt 0, |a|, 0), which is 0 for a < 0.
+      return b.CreateBinaryIntrinsic(
+          op == "maximum" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum, x, y);
     }
     if (op == "equal") return b.CreateFCmpOEQ(x, y);
     if (op == "not_equal") return b.CreateFCmpUNE(x, y);
