@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -18,6 +19,29 @@
 
 namespace kiln::jit {
 namespace {
+
+// The size of the cache the CPU's last level shares among cores (sysfs reports the
+// slice a core actually sees; sysconf may report a whole socket's), else 32 MiB.
+int64_t last_level_cache_bytes() {
+  static const int64_t bytes = [] {
+    int64_t best = 0;
+    for (int i = 0; i < 8; ++i) {
+      const std::string dir = fmt::format("/sys/devices/system/cpu/cpu0/cache/index{}/", i);
+      std::ifstream level(dir + "level"), size(dir + "size");
+      int lv = 0;
+      int64_t n = 0;
+      std::string unit;
+      if (!(level >> lv) || !(size >> n)) continue;
+      std::getline(size, unit);
+      n *= unit == "K" ? 1024 : unit == "M" ? 1024 * 1024 : 1;
+      if (lv >= 2 && n > best) best = n;
+    }
+    return best > 0 ? best : int64_t{32} << 20;
+  }();
+  return bytes;
+}
+
+std::atomic<int64_t> stream_threshold{-1};
 
 bool has_unknown(const Shape& s) {
   for (int64_t d : s)
@@ -76,6 +100,7 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   const bool want_text = dir != nullptr && *dir != '\0';
   cpu::CompiledKernels compiled = cpu::compile_kernels(graph_, kernels_, want_text);
   fns_ = std::move(compiled.fns);
+  stream_fns_ = std::move(compiled.stream_fns);
   if (want_text) {
     dump(dir, traced.name, "traced.ir", ir::print(traced));
     dump(dir, traced.name, "optimized.ir", optimized_ir());
@@ -467,7 +492,17 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   const int64_t numel = out_shape.numel();
   if (numel == 0) return;
   if (!kp.rows) {
-    execute(k, bufs, dims, numel, kiln::cpu::kElementwiseGrain, device);
+    // Outputs larger than the last-level cache would not stay there for their consumer:
+    // the streaming entry writes them around the caches (codegen.h, has_stream_entry).
+    bool stream = device.is_cpu() && reused.empty() && stream_fns_[k] != nullptr;
+    int64_t out_bytes = 0;
+    for (size_t o = 0; o < grp.outputs.size(); ++o) {
+      out_bytes += numel * static_cast<int64_t>(size_of(vals[grp.outputs[o]].dtype()));
+      stream &= reinterpret_cast<uintptr_t>(bufs[bufs.size() - grp.outputs.size() + o]) % 64 == 0;
+    }
+    const int64_t threshold = stream_threshold.load(std::memory_order_relaxed);
+    stream &= out_bytes >= (threshold >= 0 ? threshold : last_level_cache_bytes());
+    execute(k, bufs, dims, numel, kiln::cpu::kElementwiseGrain, device, stream);
   } else {
     const int64_t cols = out_shape[r - 1];
     execute(k, bufs, dims, numel / cols, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols),
@@ -476,7 +511,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
 }
 
 void Executable::execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
-                         int64_t grain, Device device) const {
+                         int64_t grain, Device device, bool stream) const {
   // The ABI both targets share (codegen.h, ptx.h): checked on every call.
   KILN_ASSERT(static_cast<int64_t>(bufs.size()) == cpu::buffers_size(kernels_[k]) &&
                   static_cast<int64_t>(dims.size()) == cpu::dims_size(kernels_[k]),
@@ -484,7 +519,7 @@ void Executable::execute(size_t k, std::span<void*> bufs, std::span<int64_t> dim
               graph_.name, k, bufs.size(), dims.size(), cpu::buffers_size(kernels_[k]),
               cpu::dims_size(kernels_[k]));
   if (device.is_cpu()) {
-    const cpu::KernelFn fn = fns_[k];
+    const cpu::KernelFn fn = stream ? stream_fns_[k] : fns_[k];
     kiln::cpu::parallel_for(units, grain,
                             [&](int64_t b, int64_t e) { fn(bufs.data(), dims.data(), b, e); });
     return;
@@ -613,6 +648,10 @@ const std::vector<void*>& Executable::device_kernels(Device device) const {
   std::vector<void*> fns;
   if (!names.empty()) fns = backend.load_kernels(device.index, m.ptx, names);
   return device_fns_[device.index] = std::move(fns);
+}
+
+void set_stream_threshold(int64_t bytes) {
+  stream_threshold.store(bytes);
 }
 
 std::shared_ptr<const tracer::CompiledGraph> compile(const ir::Graph& g) {

@@ -48,9 +48,9 @@ class Executable final : public tracer::CompiledGraph {
   void run_program(size_t k, std::vector<Tensor>& vals, Device device) const;
   // Runs kernel k over `units` (elements, rows or columns, as the kernel's loop counts them):
   // split across the CPU's threads with `grain` units per thread at least, or launched on
-  // the device.
+  // the device. `stream`: the kernel's streaming entry (CPU; 64-byte aligned outputs).
   void execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
-               int64_t grain, Device device) const;
+               int64_t grain, Device device, bool stream = false) const;
   // The calls with tensors on another device: the same steps, with the kernels as PTX.
   std::vector<Tensor> run_on_device(const std::vector<Tensor>& inputs, Device device) const;
   // The kernels' device code for `device`, emitted and loaded on first use.
@@ -62,6 +62,7 @@ class Executable final : public tracer::CompiledGraph {
   FusionPlan plan_;
   std::vector<cpu::KernelPlan> kernels_;  // one per fusion group
   std::vector<cpu::KernelFn> fns_;
+  std::vector<cpu::KernelFn> stream_fns_;  // per kernel: its streaming entry, or null
   bool dynamic_ = false;  // some value has an unknown dim: shapes are checked per call
   // Liveness: after step k, the values whose last use was step k are released, so their
   // blocks return to the caching allocator and the following outputs reuse them.
@@ -78,6 +79,10 @@ class Executable final : public tracer::CompiledGraph {
   mutable std::mutex device_mu_;
   mutable std::map<int, std::vector<void*>> device_fns_;  // per CUDA device index
 };
+
+// The output size in bytes from which a flat elementwise kernel runs its streaming entry
+// (cpu::has_stream_entry); below 0, the default: the last-level cache's size. For tests.
+void set_stream_threshold(int64_t bytes);
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same
 // bound variables), shared by every concrete function that traces to it.

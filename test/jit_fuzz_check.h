@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <kiln/jit/executable.h>
+
 #include "jit_fuzz_gen.h"
 
 namespace kiln::fuzz {
@@ -114,6 +116,11 @@ inline Outcome run(const Program& p) {
       return {Verdict::reference_error, e.what()};
     }
     try {
+      // Odd seeds run every flat elementwise kernel through its streaming entry.
+      jit::set_stream_threshold(p.seed % 2 == 1 ? 0 : -1);
+      struct Reset {
+        ~Reset() { jit::set_stream_threshold(-1); }
+      } reset;
       got = compiled(in[0], in[1], in[2]);
     } catch (const GeneratorError&) {
       throw;

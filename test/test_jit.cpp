@@ -9,6 +9,7 @@
 #include <thread>
 
 #include <kiln/jit/cpu/codegen.h>
+#include <kiln/jit/executable.h>
 #include <kiln/jit/lowering.h>
 #include <kiln/jit/pass.h>
 #include <kiln/tracer/saved_function.h>
@@ -650,7 +651,9 @@ TEST_CASE("jit: fuzzer-found fusion defects stay fixed") {
       {"maximum of abs and a zero (an LLVM 19 InstCombine miscompile of the select form)",
        {8},
        {8},
-       [](auto& x, auto&) { return maximum(abs(reshape(x, {2, 2, 2})), zeros({1})); }},
+       [](auto& x, auto&) {
+         return maximum(abs(reshape(x, {2, 2, 2})), zeros({1}));
+       }},
       {"minimum of a negated abs and a zero",
        {4, 5},
        {5},
@@ -691,4 +694,55 @@ TEST_CASE("jit: KILN_PROFILE prints each step's time when the function goes away
   CHECK(text.find("3 calls") != std::string::npos);
   CHECK(text.find("matmul [8,4]") != std::string::npos);
   CHECK(text.find("kernel k0 over [8,4]: mul relu") != std::string::npos);
+}
+
+TEST_CASE("jit: outputs larger than the cache stream past it and match the cached path") {
+  // Threshold 0: every flat elementwise call takes the streaming entry. Odd sizes start the
+  // second thread's chunk mid-line, so its scalar head runs before the aligned vector loop.
+  auto chain = [](const Tensor& a, const Tensor& b) { return sigmoid(a * b + 0.5f) * a - b * b; };
+  // Two outputs of one size (f64) and a group whose outputs differ in size (no streaming).
+  auto two = [](const Tensor& a, const Tensor& b) {
+    const Tensor a64 = cast(a, DType::f64), b64 = cast(b, DType::f64);
+    return std::vector<Tensor>{exp(a64) - b64, a64 * b64 + 1.0};
+  };
+  auto mixed = [](const Tensor& a, const Tensor& b) {
+    return std::vector<Tensor>{cast(a * b, DType::f64), a - b};
+  };
+  for (int64_t n : {1, 15, 17, 1000, 100003}) {
+    INFO(n);
+    const Tensor x = rnd({n}, 21), y = rnd({n}, 22);
+    jit::set_stream_threshold(0);
+    const Tensor streamed = kiln::function(chain)(x, y);
+    const std::vector<Tensor> two_streamed = kiln::function(two)(x, y);
+    const std::vector<Tensor> mixed_streamed = kiln::function(mixed)(x, y);
+    jit::set_stream_threshold(std::numeric_limits<int64_t>::max());
+    // The same code either way: bitwise equal to the cached path.
+    check_close(streamed, kiln::function(chain)(x, y), 0, 0);
+    const std::vector<Tensor> two_cached = kiln::function(two)(x, y);
+    check_close(two_streamed[0], two_cached[0], 0, 0);
+    check_close(two_streamed[1], two_cached[1], 0, 0);
+    jit::set_stream_threshold(-1);
+    // x*y - y*y cancels: the tolerance is absolute at the terms' scale (up to 8).
+    check_close(streamed, kiln::function(chain, kInterpreted)(x, y), 1e-6, 2e-6);
+    const std::vector<Tensor> two_ref = kiln::function(two, kInterpreted)(x, y);
+    check_close(two_streamed[0], two_ref[0], 1e-12, 1e-14);
+    check_close(two_streamed[1], two_ref[1], 1e-12, 1e-14);
+    const std::vector<Tensor> mixed_ref = kiln::function(mixed, kInterpreted)(x, y);
+    check_close(mixed_streamed[0], mixed_ref[0], 0, 0);
+    check_close(mixed_streamed[1], mixed_ref[1], 0, 0);
+  }
+  // The streaming entry's vector stores are non-temporal, fenced before it returns.
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("kiln_stream_" + std::to_string(getpid()));
+  setenv("KILN_DUMP", dir.c_str(), 1);
+  kiln::function(chain, FunctionOptions{.name = "streamed"})(rnd({64}, 1), rnd({64}, 2));
+  unsetenv("KILN_DUMP");
+  std::ifstream in(dir / "streamed.s");
+  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::filesystem::remove_all(dir);
+  const size_t entry = s.find("_stream:");
+  REQUIRE(entry != std::string::npos);
+  CHECK(s.find("movnt", entry) != std::string::npos);
+  CHECK(s.find("sfence", entry) != std::string::npos);
+  CHECK(s.find("movnt") > entry);  // the regular entry stores as usual
 }

@@ -14,6 +14,7 @@
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/IntrinsicsX86.h>
 #include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/MDBuilder.h>
 #include <llvm/IR/Module.h>
@@ -95,7 +96,7 @@ struct Jit {
   std::unique_ptr<llvm::TargetMachine> tm;
   std::mutex mu;
   int64_t dylibs = 0;
-  std::map<uint64_t, std::vector<KernelFn>> loaded;  // module key -> its kernels
+  std::map<uint64_t, CompiledKernels> loaded;  // module key -> its kernels (no text)
   KernelCacheStats stats;
 };
 
@@ -346,7 +347,16 @@ KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   return k;
 }
 
-void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm) {
+bool has_stream_entry(const ir::Graph& g, const KernelPlan& plan) {
+  if (plan.rows || plan.row_program || plan.column_program) return false;
+  const size_t size = size_of(g.types[static_cast<size_t>(plan.group->outputs[0])].dtype);
+  for (int o : plan.group->outputs)
+    if (size_of(g.types[static_cast<size_t>(o)].dtype) != size) return false;
+  return size == 4 || size == 8;
+}
+
+void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm,
+                 bool stream) {
   llvm::IRBuilder<>& b = em.b;
   llvm::LLVMContext& ctx = em.ctx;
   llvm::Type* i64 = b.getInt64Ty();
@@ -412,8 +422,10 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   };
 
   auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
+  // `loop_md`: the loop's !llvm.loop metadata (null: none).
   auto counted_loop = [&](llvm::Value* from, llvm::Value* to, const char* name,
-                          const std::function<void(llvm::Value*)>& inner) {
+                          const std::function<void(llvm::Value*)>& inner,
+                          llvm::MDNode* loop_md = nullptr) {
     llvm::BasicBlock* pre = b.GetInsertBlock();
     auto* loop = llvm::BasicBlock::Create(ctx, name, fn);
     auto* after = llvm::BasicBlock::Create(ctx, std::string(name) + ".end", fn);
@@ -424,7 +436,8 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     inner(i);
     llvm::Value* next = b.CreateAdd(i, b.getInt64(1), "", true, true);
     i->addIncoming(next, b.GetInsertBlock());
-    b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
+    llvm::BranchInst* latch = b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
+    if (loop_md) latch->setMetadata(llvm::LLVMContext::MD_loop, loop_md);
     b.SetInsertPoint(after);
   };
 
@@ -475,7 +488,31 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
       });
     }
   };
-  if (plan.in_place.empty()) {
+  if (stream) {
+    // The executable calls this entry with 64-byte aligned outputs. A scalar loop (neither
+    // vectorized nor unrolled) runs up to the first element that starts a 64-byte line; from
+    // there the vectorizer's loop stores whole vectors at multiples of their size, which
+    // mark_streaming_stores then makes aligned and non-temporal. The fence orders those
+    // weakly ordered stores before the caller's join.
+    KILN_ASSERT(!plan.rows && plan.in_place.empty(), "jit: a streaming entry for '{}'", plan.name);
+    scoped = true;
+    const auto size =
+        static_cast<int64_t>(size_of(g.types[static_cast<size_t>(grp.outputs[0])].dtype));
+    const int64_t line = 64 / size;
+    llvm::Value* aligned =
+        b.CreateAnd(b.CreateAdd(start.begin, b.getInt64(line - 1)), b.getInt64(-line));
+    llvm::Value* head_end = b.CreateSelect(b.CreateICmpSLT(aligned, start.end), aligned, start.end);
+    llvm::Metadata* no_vec[] = {llvm::MDString::get(ctx, "llvm.loop.vectorize.enable"),
+                                llvm::ConstantAsMetadata::get(b.getFalse())};
+    llvm::Metadata* no_unroll[] = {llvm::MDString::get(ctx, "llvm.loop.unroll.disable")};
+    llvm::MDNode* scalar_loop = llvm::MDNode::getDistinct(
+        ctx, {nullptr, llvm::MDNode::get(ctx, no_vec), llvm::MDNode::get(ctx, no_unroll)});
+    scalar_loop->replaceOperandWith(0, scalar_loop);
+    counted_loop(
+        start.begin, head_end, "head", [&](llvm::Value* i) { body(i, {}); }, scalar_loop);
+    counted_loop(head_end, start.end, "elem", [&](llvm::Value* i) { body(i, {}); });
+    b.CreateCall(llvm::Intrinsic::getDeclaration(&em.mod, llvm::Intrinsic::x86_sse_sfence));
+  } else if (plan.in_place.empty()) {
     scoped = true;
     emit_loops();
   } else {
@@ -502,6 +539,31 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
 }
 
 namespace {
+
+// After the O3 pipeline, in each streaming entry (emit_kernel): the vectorizer's loops there
+// start at a 64-byte aligned element and step by whole vectors, so each vector store in their
+// bodies is aligned to its size (up to 64 bytes). Those stores become aligned and
+// non-temporal; scalar stores (the head and the remainder) stay as they are.
+void mark_streaming_stores(llvm::Module& m) {
+  const llvm::DataLayout& dl = m.getDataLayout();
+  llvm::MDNode* nontemporal =
+      llvm::MDNode::get(m.getContext(), {llvm::ConstantAsMetadata::get(llvm::ConstantInt::get(
+                                            llvm::Type::getInt32Ty(m.getContext()), 1))});
+  for (llvm::Function& f : m) {
+    if (!f.hasFnAttribute("kiln-stream")) continue;
+    for (llvm::BasicBlock& bb : f) {
+      if (!bb.getName().contains("vector.body")) continue;
+      for (llvm::Instruction& i : bb) {
+        auto* st = llvm::dyn_cast<llvm::StoreInst>(&i);
+        if (st == nullptr || !st->getValueOperand()->getType()->isVectorTy()) continue;
+        const uint64_t size = dl.getTypeStoreSize(st->getValueOperand()->getType());
+        if (!llvm::isPowerOf2_64(size)) continue;
+        st->setAlignment(llvm::Align(std::min<uint64_t>(size, 64)));
+        st->setMetadata(llvm::LLVMContext::MD_nontemporal, nontemporal);
+      }
+    }
+  }
+}
 
 std::string print_module(const llvm::Module& m) {
   std::string s;
@@ -565,6 +627,14 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
     else
       emit_kernel(em, g, p, *j.tm);
   }
+  for (const KernelPlan& p : plans)
+    if (has_stream_entry(g, p)) {
+      KernelPlan sp = p;
+      sp.name += "_stream";
+      sp.in_place.clear();
+      emit_kernel(em, g, sp, *j.tm, /*stream=*/true);
+      mod->getFunction(sp.name)->addFnAttr("kiln-stream");
+    }
   std::string err;
   llvm::raw_string_ostream es(err);
   KILN_ASSERT(!llvm::verifyModule(*mod, &es), "jit: invalid kernel module for '{}': {}", g.name,
@@ -574,16 +644,21 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   const uint64_t key = fnv1a(print_module(*mod) + "|" + j.tm->getTargetCPU().str() + "|" +
                              j.tm->getTargetFeatureString().str() + "|" + LLVM_VERSION_STRING);
   const std::string prefix = fmt::format("kiln_{:016x}_", key);
+  // The entries, then the streaming ones ("" where a plan has none).
   std::vector<std::string> names;
   for (const KernelPlan& p : plans) {
     names.push_back(prefix + p.name);
     mod->getFunction(p.name)->setName(names.back());
   }
+  for (const KernelPlan& p : plans) {
+    llvm::Function* f = mod->getFunction(p.name + "_stream");
+    names.push_back(f != nullptr ? prefix + p.name + "_stream" : "");
+    if (f != nullptr) f->setName(names.back());
+  }
   auto hit = j.loaded.find(key);
   if (hit != j.loaded.end() && !want_text) {
     ++j.stats.reused;
-    out.fns = hit->second;
-    return out;
+    return hit->second;
   }
 
   // The O3 pipeline for the host CPU.
@@ -598,13 +673,15 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   pb.registerLoopAnalyses(lam);
   pb.crossRegisterProxies(lam, fam, cgam, mam);
   pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O3).run(*mod, mam);
+  mark_streaming_stores(*mod);
   if (want_text) {
     out.llvm_ir = print_module(*mod);
     out.assembly = assembly_of(*mod, *j.tm);
   }
   if (hit != j.loaded.end()) {
     ++j.stats.reused;
-    out.fns = hit->second;
+    out.fns = hit->second.fns;
+    out.stream_fns = hit->second.stream_fns;
     return out;
   }
 
@@ -628,11 +705,13 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   jd.addToLinkOrder(j.lljit->getMainJITDylib());
   if (auto e = j.lljit->addObjectFile(jd, llvm::MemoryBuffer::getMemBufferCopy(*obj)))
     fail(std::move(e), "adding a kernel object");
-  for (const std::string& name : names) {
-    auto addr = check(j.lljit->lookup(jd, name), "looking up a kernel");
-    out.fns.push_back(addr.toPtr<KernelFn>());
+  for (size_t i = 0; i < names.size(); ++i) {
+    KernelFn fn = nullptr;
+    if (!names[i].empty())
+      fn = check(j.lljit->lookup(jd, names[i]), "looking up a kernel").toPtr<KernelFn>();
+    (i < plans.size() ? out.fns : out.stream_fns).push_back(fn);
   }
-  j.loaded[key] = out.fns;
+  j.loaded[key] = CompiledKernels{out.fns, out.stream_fns, {}, {}};
   return out;
 }
 

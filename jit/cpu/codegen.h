@@ -73,10 +73,18 @@ Fusible classify(const ir::Graph& g, const ir::Node& n);
 // Classifies a group's inputs against its iteration space.
 KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string name);
 
+// Whether the plan also gets a streaming entry (flat elementwise kernels whose outputs share
+// one element size of 4 or 8 bytes): the same loop, but its vector stores are non-temporal
+// (`movntps`), skipping the read-for-ownership of each output line and leaving the caches to
+// the inputs. The executable calls it when the outputs are larger than the last-level cache
+// and every output's data is 64-byte aligned, which the entry requires.
+bool has_stream_entry(const ir::Graph& g, const KernelPlan& plan);
+
 struct CompiledKernels {
-  std::vector<KernelFn> fns;  // one per plan
-  std::string llvm_ir;        // the optimized module, when want_text
-  std::string assembly;       // its x86 assembly, when want_text
+  std::vector<KernelFn> fns;         // one per plan
+  std::vector<KernelFn> stream_fns;  // one per plan: its streaming entry, or null
+  std::string llvm_ir;               // the optimized module, when want_text
+  std::string assembly;              // its x86 assembly, when want_text
 };
 
 // Emits, optimizes (the O3 pipeline for the host CPU) and JIT-compiles the kernels. A module
