@@ -425,7 +425,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   // `loop_md`: the loop's !llvm.loop metadata (null: none).
   auto counted_loop = [&](llvm::Value* from, llvm::Value* to, const char* name,
                           const std::function<void(llvm::Value*)>& inner,
-                          llvm::MDNode* loop_md = nullptr) {
+                          llvm::MDNode* loop_md = nullptr, int64_t step = 1) {
     llvm::BasicBlock* pre = b.GetInsertBlock();
     auto* loop = llvm::BasicBlock::Create(ctx, name, fn);
     auto* after = llvm::BasicBlock::Create(ctx, std::string(name) + ".end", fn);
@@ -434,7 +434,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
     llvm::PHINode* i = b.CreatePHI(i64, 2, std::string(name) + ".i");
     i->addIncoming(from, pre);
     inner(i);
-    llvm::Value* next = b.CreateAdd(i, b.getInt64(1), "", true, true);
+    llvm::Value* next = b.CreateAdd(i, b.getInt64(step), "", true, true);
     i->addIncoming(next, b.GetInsertBlock());
     llvm::BranchInst* latch = b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
     if (loop_md) latch->setMetadata(llvm::LLVMContext::MD_loop, loop_md);
@@ -462,7 +462,8 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
             strides[in.value].push_back(dim(at++));
       for (const KernelInput& in : plan.inputs)
         if (in.kind == InputKind::broadcast && in.view) col_stride[in.value] = dim(at++);
-      counted_loop(start.begin, start.end, "row", [&](llvm::Value* row) {
+      // Row `row`, columns [j0, j1).
+      auto one_row = [&](llvm::Value* row, llvm::Value* j0, llvm::Value* j1) {
         // The row's index over the outer dims, innermost first, and each input's offset.
         std::map<int, llvm::Value*> offset;
         for (const KernelInput& in : plan.inputs)
@@ -475,7 +476,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
             off = b.CreateAdd(off, b.CreateMul(idx, strides.at(v)[static_cast<size_t>(d)]));
         }
         llvm::Value* row_base = b.CreateMul(row, cols);
-        counted_loop(b.getInt64(0), cols, "col", [&](llvm::Value* j) {
+        counted_loop(j0, j1, "col", [&](llvm::Value* j) {
           std::map<int, llvm::Value*> index;
           for (const KernelInput& in : plan.inputs)
             if (in.kind == InputKind::broadcast)
@@ -485,7 +486,45 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
                                           : b.CreateAdd(offset[in.value], j);
           body(b.CreateAdd(row_base, j), index);
         });
-      });
+      };
+      auto plain = [&] {
+        counted_loop(start.begin, start.end, "row",
+                     [&](llvm::Value* row) { one_row(row, b.getInt64(0), cols); });
+      };
+      if (col_stride.empty()) return plain();
+      // A view read across its last dim's stride (a transpose): row after row, each output
+      // row would touch one cache line (and one page) per column. Tiles of kTileRows rows by
+      // kTileCols columns read each input line once while it is in L1.
+      constexpr int64_t kTileRows = 32, kTileCols = 64;
+      llvm::Value* strided = b.getFalse();
+      for (const auto& [v, cs] : col_stride)
+        strided = b.CreateOr(strided, b.CreateICmpNE(cs, b.getInt64(1)));
+      auto* tiled = llvm::BasicBlock::Create(ctx, "tiled", fn);
+      auto* rowwise = llvm::BasicBlock::Create(ctx, "rowwise", fn);
+      auto* done = llvm::BasicBlock::Create(ctx, "rows.done", fn);
+      b.CreateCondBr(strided, tiled, rowwise);
+      b.SetInsertPoint(rowwise);
+      plain();
+      b.CreateBr(done);
+      b.SetInsertPoint(tiled);
+      auto min = [&](llvm::Value* x, llvm::Value* y) {
+        return b.CreateSelect(b.CreateICmpSLT(x, y), x, y);
+      };
+      counted_loop(
+          start.begin, start.end, "rtile",
+          [&](llvm::Value* r0) {
+            llvm::Value* r1 = min(b.CreateAdd(r0, b.getInt64(kTileRows)), start.end);
+            counted_loop(
+                b.getInt64(0), cols, "ctile",
+                [&](llvm::Value* c0) {
+                  llvm::Value* c1 = min(b.CreateAdd(c0, b.getInt64(kTileCols)), cols);
+                  counted_loop(r0, r1, "trow", [&](llvm::Value* row) { one_row(row, c0, c1); });
+                },
+                nullptr, kTileCols);
+          },
+          nullptr, kTileRows);
+      b.CreateBr(done);
+      b.SetInsertPoint(done);
     }
   };
   if (stream) {
