@@ -613,9 +613,14 @@ std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
       run_group(static_cast<size_t>(s.group), vals, device);
     } else {
       const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+      if (n.op == "constant") {
+        // Uploaded on the first call and kept: no host-to-device copy per call.
+        vals[static_cast<size_t>(n.outputs[0])] = device_constant(n, device);
+        continue;
+      }
       tracer::run_node(g, n, vals, g.variables);
-      // Values born on the host (constants, and creation ops, which have no input to say
-      // where to run): scalars go along with device operands, bigger ones move.
+      // Values born on the host (creation ops, which have no input to say where to run):
+      // scalars go along with device operands, bigger ones move.
       if (n.inputs.empty())
         for (int v : n.outputs)
           if (vals[static_cast<size_t>(v)].rank() > 0)
@@ -629,6 +634,13 @@ std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
   for (int v : g.results)
     results.push_back(vals[static_cast<size_t>(v)]);
   return results;
+}
+
+Tensor Executable::device_constant(const ir::Node& n, Device device) const {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  Tensor& t = device_constants_[{device.index, n.outputs[0]}];
+  if (!t.defined()) t = graph_.constants[static_cast<size_t>(n.attrs.i("index"))].to(device);
+  return t;
 }
 
 const std::vector<void*>& Executable::device_kernels(Device device) const {

@@ -78,6 +78,9 @@ class Executable final : public tracer::CompiledGraph {
   std::string profile_text() const;
   mutable std::mutex device_mu_;
   mutable std::map<int, std::vector<void*>> device_fns_;  // per CUDA device index
+  // The graph's constants on each device, by (device index, value).
+  Tensor device_constant(const ir::Node& n, Device device) const;
+  mutable std::map<std::pair<int, int>, Tensor> device_constants_;
 };
 
 // The output size in bytes from which a flat elementwise kernel runs its streaming entry
