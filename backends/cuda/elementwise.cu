@@ -128,6 +128,31 @@ struct LogicalNotF {
   __device__ bool operator()(bool x) const { return !x; }
 };
 
+// Integer division as backends/cpu/elementwise.cpp's Div and FloorDiv. The kernels' callers
+// reject zero divisors before the launch (kernels.cpp); b == 0 still gives 0 here so that no
+// input has an undefined result. b == -1 negates with wrap-around (the minimum stays the
+// minimum), as both CPU functors do (a hardware division would trap on it).
+template <class T>
+__device__ T int_div(T a, T b) {
+  if (b == T(0)) return T(0);
+  if constexpr (std::is_signed_v<T>)
+    if (b == T(-1)) return static_cast<T>(0 - static_cast<std::make_unsigned_t<T>>(a));
+  return static_cast<T>(a / b);
+}
+
+template <class T>
+__device__ T int_floor_div(T a, T b) {
+  if constexpr (std::is_unsigned_v<T>) {  // bool included, as on the CPU
+    return b == T(0) ? T(0) : static_cast<T>(a / b);
+  } else {
+    if (b == 0) return 0;
+    if (b == -1) return static_cast<T>(0 - static_cast<std::make_unsigned_t<T>>(a));
+    T q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+    return q;
+  }
+}
+
 template <Binary op>
 struct BinaryF {
   template <class T>
@@ -135,7 +160,18 @@ struct BinaryF {
     if constexpr (op == Binary::add) return static_cast<T>(a + b);
     if constexpr (op == Binary::sub) return static_cast<T>(a - b);
     if constexpr (op == Binary::mul) return static_cast<T>(a * b);
-    if constexpr (op == Binary::div) return static_cast<T>(a / b);
+    if constexpr (op == Binary::div) {
+      if constexpr (kFloat<T>)
+        return a / b;
+      else
+        return int_div(a, b);
+    }
+    if constexpr (op == Binary::floor_div) {
+      if constexpr (kFloat<T>)
+        return static_cast<T>(floor(a / b));
+      else
+        return int_floor_div(a, b);
+    }
     if constexpr (op == Binary::pow) {
       if constexpr (kFloat<T>)
         return static_cast<T>(pow(a, b));
@@ -261,6 +297,7 @@ int binary(Binary op, int dtype, void* out, const void* a, const void* b, const 
     KILN_BINARY(sub)
     KILN_BINARY(mul)
     KILN_BINARY(div)
+    KILN_BINARY(floor_div)
     KILN_BINARY(pow)
     KILN_BINARY(maximum)
     KILN_BINARY(minimum)

@@ -11,6 +11,7 @@
 #include <kiln/core/tensor.h>
 
 #include "launch.h"
+#include "launch_index.h"  // the data check of integer division
 #include "runtime.h"
 
 namespace kiln::cuda {
@@ -74,14 +75,37 @@ std::vector<Tensor> binary_kernel(std::span<const Tensor> in, const Attrs&,
   return {y};
 }
 
-// Integer division by zero is a user error the CPU reports before its loop; on the GPU that
-// would need a read back per call, so integer div and floor_div stay CPU-only for now.
+// Integer division by zero is a user error, which the CPU raises before its loop. Here a
+// check kernel finds the first zero divisor and the host waits for its answer (launch_index.h,
+// "data checks"): integer div and floor_div cost one host synchronization per call; floats
+// divide by IEEE rules with no check.
+void check_no_integer_zero(std::span<const Tensor> in, const char* op) {
+  const Tensor& b = in[1];
+  if (is_floating(b.dtype())) return;
+  const Device dev = b.device();
+  Tensor d = b;
+  if (!d.is_contiguous()) {
+    SuspendHooks quiet;
+    d = d.contiguous();
+  }
+  Tensor word = Tensor::empty(Shape{1}, DType::i64, dev);
+  unsigned long long first = launch::kNoError;
+  check(launch::first_zero(static_cast<int>(size_of(d.dtype())), ptr(d), d.numel(),
+                           word.mutable_data<unsigned long long>(), &first, stream(dev.index)),
+        op);
+  KILN_CHECK(first == launch::kNoError,
+             "{}: integer division by zero (divisor {}) on {}; the first zero is at flat position "
+             "{} of the divisor (dividend {})",
+             op, b.type_str(), dev.str(), first, in[0].type_str());
+}
+
+template <launch::Binary op>
 std::vector<Tensor> div_kernel(std::span<const Tensor> in, const Attrs& a,
                                std::span<const TensorType> out) {
-  KILN_CHECK(is_floating(in[0].dtype()),
-             "div: integer division on {} is not supported yet ({}, {}); divide on the CPU",
-             in[0].device().str(), in[0].type_str(), in[1].type_str());
-  return binary_kernel<launch::Binary::div>(in, a, out);
+  const Device dev = in[0].device();
+  DeviceGuard g(dev.index);
+  check_no_integer_zero(in, op == launch::Binary::div ? "div" : "floor_div");
+  return binary_kernel<op>(in, a, out);
 }
 
 std::vector<Tensor> select_kernel(std::span<const Tensor> in, const Attrs&,
@@ -226,7 +250,8 @@ KILN_STATIC_INIT {
   reg("add", binary_kernel<B::add>);
   reg("sub", binary_kernel<B::sub>);
   reg("mul", binary_kernel<B::mul>);
-  reg("div", div_kernel);
+  reg("div", div_kernel<B::div>);
+  reg("floor_div", div_kernel<B::floor_div>);
   reg("pow", binary_kernel<B::pow>);
   reg("maximum", binary_kernel<B::maximum>);
   reg("minimum", binary_kernel<B::minimum>);

@@ -48,7 +48,8 @@ enum class Binary : int {
   add,
   sub,
   mul,
-  div,
+  div,        // integers: truncating, as C++ (the caller rejects zero divisors first)
+  floor_div,  // rounds toward negative infinity (floats: floor(a / b))
   pow,
   maximum,
   minimum,

@@ -1,0 +1,102 @@
+// CUDA kernels of the copying movement primitives: concatenate and (constant) pad, with the
+// CPU's semantics (backends/cpu/movement.cpp). Both only move elements, so they are launched
+// per element size (1, 4 or 8 bytes) and copy bits exactly: NaN payloads and -0 survive.
+// One thread per output element, grid-stride over int64 positions.
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "launch_index.h"
+
+namespace kiln::cuda::launch {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 65535 * 32;
+
+// Enough blocks of kThreads for n threads, at least one, at most kMaxBlocks (the loops stride).
+int blocks_for(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(b < kMaxBlocks ? (b > 0 ? b : 1) : kMaxBlocks);
+}
+
+// Calls f with a value of the unsigned type of `size` bytes.
+template <class F>
+int visit_size(int size, F&& f) {
+  switch (size) {
+    case 1:
+      f(uint8_t{});
+      return 0;
+    case 4:
+      f(uint32_t{});
+      return 0;
+    case 8:
+      f(uint64_t{});
+      return 0;
+    default:
+      return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+// out[o, at + c] = x[o, c] for the dense [outer, width] input and [outer, out_width] output.
+template <class U>
+__global__ void concat_k(U* out, const U* x, int64_t outer, int64_t width, int64_t out_width,
+                         int64_t at) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < outer * width;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t o = t / width, c = t % width;
+    out[o * out_width + at + c] = x[t];
+  }
+}
+
+// Each output element's coordinates, less `before`, are the input's when they fall inside its
+// shape (read through its strides); otherwise the element is padding.
+template <class U>
+__global__ void pad_k(U* out, const U* x, PadPlan p, U value, int64_t n) {
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t rem = t, src = 0;
+    bool inside = true;
+    for (int d = p.rank - 1; d >= 0; --d) {
+      const int64_t j = rem % p.out_shape[d] - p.before[d];
+      rem /= p.out_shape[d];
+      if (j < 0 || j >= p.in_shape[d])
+        inside = false;
+      else
+        src += j * p.in_strides[d];
+    }
+    out[t] = inside ? x[src] : value;
+  }
+}
+
+}  // namespace
+
+int concat_block(int elem_size, void* out, const void* x, int64_t outer, int64_t width,
+                 int64_t out_width, int64_t at, void* stream) {
+  if (outer * width == 0) return 0;
+  auto st = static_cast<cudaStream_t>(stream);
+  const int bad_size = visit_size(elem_size, [&](auto tag) {
+    using U = decltype(tag);
+    concat_k<<<blocks_for(outer * width), kThreads, 0, st>>>(
+        static_cast<U*>(out), static_cast<const U*>(x), outer, width, out_width, at);
+  });
+  if (bad_size != 0) return bad_size;
+  return static_cast<int>(cudaGetLastError());
+}
+
+int pad(int elem_size, void* out, const void* x, const PadPlan& p, uint64_t value_bits, int64_t n,
+        void* stream) {
+  if (n == 0) return 0;
+  auto st = static_cast<cudaStream_t>(stream);
+  const int bad_size = visit_size(elem_size, [&](auto tag) {
+    using U = decltype(tag);
+    // The low elem_size bytes of value_bits are the value's bytes (little-endian host and GPU).
+    pad_k<<<blocks_for(n), kThreads, 0, st>>>(static_cast<U*>(out), static_cast<const U*>(x), p,
+                                              static_cast<U>(value_bits), n);
+  });
+  if (bad_size != 0) return bad_size;
+  return static_cast<int>(cudaGetLastError());
+}
+
+}  // namespace kiln::cuda::launch
