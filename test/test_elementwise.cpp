@@ -153,6 +153,17 @@ TEST_CASE("integer arithmetic and comparisons") {
   CHECK((a + b).to_vector<int32_t>() == std::vector<int32_t>{-5, 2, 5, 6, 5});
   CHECK((a * b).to_vector<int32_t>() == std::vector<int32_t>{-14, -3, 0, 9, -24});
   CHECK(floor_div(a, b).to_vector<int32_t>() == std::vector<int32_t>{-4, -1, 0, 1, -3});
+  // The div primitive on integers (the public div converts them to f32 first) truncates, and
+  // the most negative value over -1 wraps to itself in both divisions (x86's idiv traps).
+  const OpDef& div_op = registry().op("div");
+  CHECK(dispatch1(div_op, {a, b}).to_vector<int32_t>() == std::vector<int32_t>{-3, 0, 0, 1, -2});
+  const int32_t lo32 = std::numeric_limits<int32_t>::min();
+  const int64_t lo64 = std::numeric_limits<int64_t>::min();
+  CHECK(dispatch1(div_op, {tensor({lo32, 7}), tensor({-1, -1})}).to_vector<int32_t>() ==
+        std::vector<int32_t>{lo32, -7});
+  CHECK(floor_div(tensor({lo32}), tensor({-1})).to_vector<int32_t>() == std::vector<int32_t>{lo32});
+  CHECK(dispatch1(div_op, {tensor({lo64}), tensor({int64_t{-1}})}).to_vector<int64_t>() ==
+        std::vector<int64_t>{lo64});
   CHECK(pow(tensor({2, 3, -2}), tensor({10, 3, 3})).to_vector<int32_t>() ==
         std::vector<int32_t>{1024, 27, -8});
   CHECK((a < b).to_vector<bool>() == std::vector<bool>{true, true, true, false, false});

@@ -193,6 +193,11 @@ struct Mul {
 struct Div {
   template <class T>
   T operator()(T a, T b) const {
+    if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) {
+      // Zero divisors are rejected before the loop; min / -1 wraps (x86's idiv would trap).
+      if (b == 0) return 0;
+      if (b == -1) return static_cast<T>(0 - static_cast<std::make_unsigned_t<T>>(a));
+    }
     return a / b;
   }
 };
