@@ -8,10 +8,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 kiln_install_deps xz-utils
 BUILD=${KILN_BUILD_DIR:-$KILN_ROOT/build-gpu}
 kiln_configure "$BUILD" -DCMAKE_BUILD_TYPE=Release -DKILN_CUDA=ON -DKILN_NATIVE=OFF > /dev/null
-cmake --build "$BUILD" -j"$KILN_JOBS" --target test_cuda test_jit_ptx bench_cuda > /dev/null
+cmake --build "$BUILD" -j"$KILN_JOBS" --target test_cuda test_cuda_index test_cuda_nn test_jit_ptx \
+  bench_cuda > /dev/null
 STAGE=$(mktemp -d)
 mkdir -p "$STAGE/bin" "$STAGE/lib"
-for t in test/test_cuda test/test_jit_ptx bench/bench_cuda; do
+for t in test/test_cuda test/test_cuda_index test/test_cuda_nn test/test_jit_ptx bench/bench_cuda; do
   cp "$BUILD/$t" "$STAGE/bin/"
 done
 strip --strip-unneeded "$STAGE"/bin/*

@@ -3,7 +3,8 @@
 // the column-major transpose it already is. A transposed view (unit row stride) is read with
 // op T instead of being copied; other strided operands are made dense first. f32 runs in full
 // f32 unless set_allow_tf32(true) (then on TF32 tensor cores); f64 in f64. The bias and relu
-// of matmul_bias_act are cublasLt epilogues.
+// of matmul_bias_act are cublasLt epilogues. gemm (blas.h) is the same call on raw device
+// pointers, for the convolutions' patch matrices (nn_kernels.cpp).
 
 #include <cublasLt.h>
 
@@ -16,6 +17,7 @@
 #include <kiln/core/registry.h>
 #include <kiln/core/tensor.h>
 
+#include "blas.h"
 #include "runtime.h"
 
 namespace kiln::cuda {
@@ -115,9 +117,11 @@ struct Layout {
   Layout& operator=(const Layout&) = delete;
 };
 
-// out[b] = act(a[b] x b[b] + bias) for `batch` products of [M, K] x [K, N].
+// out[b] = act(a[b] x b[b] + bias) for `batch` products of [M, K] x [K, N], plus out's
+// previous contents when `accumulate` (beta = 1).
 void lt_matmul(const Operand& a, const Operand& b, void* out, int64_t batch, int64_t M, int64_t K,
-               int64_t N, DType dt, const void* bias, bool relu, int device) {
+               int64_t N, DType dt, const void* bias, bool relu, int device,
+               bool accumulate = false) {
   Lt& l = lt(device);
   const bool f32 = dt == DType::f32;
   const cudaDataType t = f32 ? CUDA_R_32F : CUDA_R_64F;
@@ -170,8 +174,8 @@ void lt_matmul(const Operand& a, const Operand& b, void* out, int64_t batch, int
   check_lt(hs, "cublasLtMatmulAlgoGetHeuristic");
   KILN_CHECK(found > 0, "matmul: cublasLt has no algorithm for [{}, {}] x [{}, {}] ({} batches)", M,
              K, K, N, batch);
-  const float alpha32 = 1.f, beta32 = 0.f;
-  const double alpha64 = 1.0, beta64 = 0.0;
+  const float alpha32 = 1.f, beta32 = accumulate ? 1.f : 0.f;
+  const double alpha64 = 1.0, beta64 = accumulate ? 1.0 : 0.0;
   const void* alpha = f32 ? static_cast<const void*>(&alpha32) : &alpha64;
   const void* beta = f32 ? static_cast<const void*>(&beta32) : &beta64;
   check_lt(
@@ -237,6 +241,26 @@ std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Att
             bias.raw_data(), relu, dev.index);
   return {out};
 }
+
+}  // namespace
+
+void gemm(DType dt, int64_t M, int64_t K, int64_t N, const MatrixRef& a, const MatrixRef& b,
+          void* c, const void* bias, bool relu, bool accumulate, int device) {
+  // operand()'s two cases, for a logical [rows, cols] matrix: row-major is its transpose
+  // stored column-major (op N), a transposed view the matrix itself stored column-major (op T).
+  auto raw = [](const MatrixRef& x, int64_t rows, int64_t cols) {
+    Operand o;
+    o.data = x.data;
+    o.stored_rows = static_cast<uint64_t>(x.transposed ? rows : cols);
+    o.stored_cols = static_cast<uint64_t>(x.transposed ? cols : rows);
+    o.ld = x.ld;
+    o.op = x.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
+    return o;
+  };
+  lt_matmul(raw(a, M, K), raw(b, K, N), c, 1, M, K, N, dt, bias, relu, device, accumulate);
+}
+
+namespace {
 
 KILN_STATIC_INIT {
   registry().mutable_op("matmul").set_kernel(DeviceType::cuda, matmul_kernel);
