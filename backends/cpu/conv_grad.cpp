@@ -16,6 +16,7 @@
 #include <kiln/backends/cpu/onednn.h>
 #include <kiln/backends/cpu/parallel.h>
 #include <kiln/backends/cpu/window.h>
+#include <kiln/core/ops.h>
 
 namespace kiln::cpu {
 namespace {
@@ -231,6 +232,19 @@ std::vector<Tensor> conv_filter_kernel(std::span<const Tensor> in, const Attrs& 
   Tensor dw = alloc(out_types[0]);
   const Window g = geometry(x.shape(), dy.shape(), dw.dim(0), dw.dim(1), a);
   const int64_t O = dw.dim(3);
+  if (dw.dtype() == DType::f32 && g.KH == 1 && g.KW == 1 && g.PT == 0 && g.PL == 0 &&
+      (g.SH > 1 || g.SW > 1)) {
+    // oneDNN 2.6's jit_1x1 backward-weights kernel (AVX2) sums wrongly, or never returns, for
+    // a strided 1x1 window over few channels when the strides skip the input's last rows or
+    // columns (x [2,8,8,1], strides (1,2)). A 1x1 window is a matrix product instead:
+    // dw[c, o] = sum over output pixels of x at the pixel's input position times dy.
+    SuspendHooks quiet;
+    const Tensor xs =
+        slice(slice(x, 1, 0, (g.OH - 1) * g.SH + 1, g.SH), 2, 0, (g.OW - 1) * g.SW + 1, g.SW);
+    const Tensor rows = reshape(xs.contiguous(), Shape{g.N * g.OH * g.OW, g.C});
+    return {reshape(matmul(transpose(rows, {1, 0}), reshape(dy, Shape{g.N * g.OH * g.OW, O})),
+                    out_types[0].shape)};
+  }
   if (dw.dtype() == DType::f32 &&
       conv_filter_onednn(g, O, x.data<float>(), dy.data<float>(), dw.mutable_data<float>()))
     return {dw};
