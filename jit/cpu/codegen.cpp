@@ -494,8 +494,10 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
       if (col_stride.empty()) return plain();
       // A view read across its last dim's stride (a transpose): row after row, each output
       // row would touch one cache line (and one page) per column. Tiles of kTileRows rows by
-      // kTileCols columns read each input line once while it is in L1.
-      constexpr int64_t kTileRows = 32, kTileCols = 64;
+      // kTileCols columns read each input line once while it is cached. Few columns: with
+      // a power-of-two stride the columns' lines fall in one cache set (f32 [4096, 1024]
+      // transposed: 32 x 64 tiles 10.5 ms, 256 x 8 tiles 4.1 ms; [1000, 3000] 3.0 -> 2.9 ms).
+      constexpr int64_t kTileRows = 256, kTileCols = 8;
       llvm::Value* strided = b.getFalse();
       for (const auto& [v, cs] : col_stride)
         strided = b.CreateOr(strided, b.CreateICmpNE(cs, b.getInt64(1)));
