@@ -110,10 +110,11 @@ llvm::Value* emit_tanh_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
 
 llvm::Value* emit_sigmoid_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
   Contract contract(b);
-  llvm::Value* e = emit_exp_f32(b, b.CreateFNeg(unary(b, llvm::Intrinsic::fabs, x)));
-  // One division: r = 1 / (1 + e) is the result for x >= 0, and e * r for x < 0.
-  llvm::Value* r = b.CreateFDiv(f(b, 1.0), b.CreateFAdd(f(b, 1.0), e));
-  return b.CreateSelect(b.CreateFCmpOGE(x, f(b, 0.0)), r, b.CreateFMul(e, r));
+  // 1 / (1 + exp(-x)) in one division, with no branch on x's sign: for x < 0, exp(-x) is
+  // large and the quotient keeps its relative accuracy (down to the subnormals, then 0 once
+  // exp overflows below x = -88.7, where sigmoid is below 2^-128); NaN stays NaN.
+  llvm::Value* e = emit_exp_f32(b, b.CreateFNeg(x));
+  return b.CreateFDiv(f(b, 1.0), b.CreateFAdd(f(b, 1.0), e));
 }
 
 llvm::Value* emit_erf_f32(llvm::IRBuilder<>& b, llvm::Value* x) {
