@@ -5,34 +5,14 @@
 #include <kiln/kiln.h>
 
 #include "corpus.h"
-#include "testing.h"
+#include "cuda_testing.h"
 
 using namespace kiln;
 using kiln::testing::check_close;
+using kiln::testing::gpu;
+using kiln::testing::have_gpu;
 using kiln::testing::rnd;
-
-namespace {
-
-const Device gpu = Device::cuda(0);
-
-bool have_gpu() {
-  if (device_count(DeviceType::cuda) > 0) return true;
-  WARN("skipped: no CUDA device (device_count(cuda) == 0)");
-  return false;
-}
-
-// f32 on both sides: the GPU's libm and the CPU's differ by an ulp or two.
-void same(const Tensor& got_gpu, const Tensor& want_cpu, double rtol = 1e-5, double atol = 1e-6) {
-  REQUIRE(got_gpu.device() == gpu);
-  const Tensor got = got_gpu.to(Device::cpu());
-  REQUIRE(got.type() == want_cpu.type());
-  if (is_floating(want_cpu.dtype()))
-    check_close(got, want_cpu.to_vector<double>(), rtol, atol);
-  else
-    CHECK(got.to_vector<double>() == want_cpu.to_vector<double>());
-}
-
-}  // namespace
+using kiln::testing::same;
 
 TEST_CASE("cuda: without a device, allocating or copying there says why") {
   if (device_count(DeviceType::cuda) > 0) return;

@@ -12,22 +12,17 @@
 #include <kiln/kiln.h>
 
 #include "corpus.h"
-#include "testing.h"
+#include "cuda_testing.h"
 
 using namespace kiln;
 using kiln::testing::check_close;
+using kiln::testing::gpu;
+using kiln::testing::have_gpu;
 using kiln::testing::rnd;
 
 namespace {
 
-const Device gpu = Device::cuda(0);
 const DType kAll[] = {boolean, u8, i32, i64, f32, f64};
-
-bool have_gpu() {
-  if (device_count(DeviceType::cuda) > 0) return true;
-  WARN("skipped: no CUDA device (device_count(cuda) == 0)");
-  return false;
-}
 
 // Bit for bit: the GPU's result has the CPU's type and bytes (NaN payloads and -0 included).
 void identical(const Tensor& got_gpu, const Tensor& want_cpu) {

@@ -12,32 +12,16 @@
 #include <kiln/kiln.h>
 
 #include "corpus.h"
-#include "testing.h"
+#include "cuda_testing.h"
 
 using namespace kiln;
 using kiln::testing::check_close;
+using kiln::testing::gpu;
+using kiln::testing::have_gpu;
 using kiln::testing::rnd;
+using kiln::testing::same;
 
 namespace {
-
-const Device gpu = Device::cuda(0);
-
-bool have_gpu() {
-  if (device_count(DeviceType::cuda) > 0) return true;
-  WARN("skipped: no CUDA device (device_count(cuda) == 0)");
-  return false;
-}
-
-// As test_cuda.cpp's: the GPU's result against the CPU's; integers and bools exactly.
-void same(const Tensor& got_gpu, const Tensor& want_cpu, double rtol = 1e-5, double atol = 1e-6) {
-  REQUIRE(got_gpu.device() == gpu);
-  const Tensor got = got_gpu.to(Device::cpu());
-  REQUIRE(got.type() == want_cpu.type());
-  if (is_floating(want_cpu.dtype()))
-    check_close(got, want_cpu.to_vector<double>(), rtol, atol);
-  else
-    CHECK(got.to_vector<double>() == want_cpu.to_vector<double>());
-}
 
 // Sums of many products: within 1e-5 relative, plus 1e-5 of the result's largest finite
 // magnitude, so that an element near zero by cancellation is not held to 1e-5 of itself.

@@ -10,19 +10,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "grid.cuh"
 #include "launch_nn.h"
 
 namespace kiln::cuda::launch {
 namespace {
-
-int blocks_for(int64_t n) {
-  const int64_t b = (n + 255) / 256;
-  return static_cast<int>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
-}
-
-#define KILN_GRID_LOOP(i, n)                                                             \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 // col[t], t = r*K + k: row m = m0 + r is output pixel (n, oh, ow), column k is tap (kh, kw)
 // and channel c; it reads x at (n, oh*SH + kh*DH - PT, ow*SW + kw*DW - PL, c), or is 0 there
@@ -127,18 +119,6 @@ __global__ void relu_inplace_k(T* y, int64_t n) {
     const T v = y[i];
     y[i] = v > T(0) ? v : T(0);
   }
-}
-
-// Runs go(T{}) for f32 and f64; the launch's error, or cudaErrorInvalidValue for other dtypes.
-template <class Go>
-int floating(int dtype, Go&& go) {
-  if (dtype == kF32)
-    go(float{});
-  else if (dtype == kF64)
-    go(double{});
-  else
-    return static_cast<int>(cudaErrorInvalidValue);
-  return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace

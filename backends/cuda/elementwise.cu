@@ -11,6 +11,7 @@
 
 #include <kiln/core/int_pow.h>
 
+#include "grid.cuh"
 #include "launch.h"
 
 namespace kiln::cuda::launch {
@@ -33,11 +34,6 @@ __device__ inline Offsets offsets(const Strides& s, int64_t i, int inputs) {
       o.at[j] += k * s.in[j][d];
   }
   return o;
-}
-
-int blocks_for(int64_t n) {
-  const int64_t b = (n + 255) / 256;
-  return static_cast<int>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
 }
 
 template <class R, class T, class F>
@@ -92,12 +88,20 @@ struct UnaryF {
   template <class T>
   __device__ T operator()(T x) const {
     if constexpr (op == Unary::neg) return static_cast<T>(-x);
-    if constexpr (op == Unary::abs) return x < T(0) ? static_cast<T>(-x) : x;
+    if constexpr (op == Unary::abs) {
+      if constexpr (std::is_unsigned_v<T>)
+        return x;
+      else
+        return x < T(0) ? static_cast<T>(-x) : x;
+    }
     if constexpr (op == Unary::square) return static_cast<T>(x * x);
     if constexpr (op == Unary::sign) {
       if constexpr (kFloat<T>)
         if (isnan(x)) return x;
-      return static_cast<T>((x > T(0)) - (x < T(0)));
+      if constexpr (std::is_unsigned_v<T>)
+        return static_cast<T>(x > T(0));
+      else
+        return static_cast<T>((x > T(0)) - (x < T(0)));
     }
     if constexpr (op == Unary::relu) return x > T(0) ? x : T(0);
     if constexpr (op == Unary::copy) return x;

@@ -7,37 +7,11 @@
 
 #include <cstdint>
 
+#include "grid.cuh"
 #include "launch_index.h"
 
 namespace kiln::cuda::launch {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxBlocks = 65535 * 32;
-
-// Enough blocks of kThreads for n threads, at least one, at most kMaxBlocks (the loops stride).
-int blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<int>(b < kMaxBlocks ? (b > 0 ? b : 1) : kMaxBlocks);
-}
-
-// Calls f with a value of the unsigned type of `size` bytes.
-template <class F>
-int visit_size(int size, F&& f) {
-  switch (size) {
-    case 1:
-      f(uint8_t{});
-      return 0;
-    case 4:
-      f(uint32_t{});
-      return 0;
-    case 8:
-      f(uint64_t{});
-      return 0;
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-}
 
 // out[o, at + c] = x[o, c] for the dense [outer, width] input and [outer, out_width] output.
 template <class U>

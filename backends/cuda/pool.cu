@@ -17,19 +17,11 @@
 #include <limits>
 #include <type_traits>
 
+#include "grid.cuh"
 #include "launch_nn.h"
 
 namespace kiln::cuda::launch {
 namespace {
-
-int blocks_for(int64_t n) {
-  const int64_t b = (n + 255) / 256;
-  return static_cast<int>(b < 65535 * 32 ? (b > 0 ? b : 1) : 65535 * 32);
-}
-
-#define KILN_GRID_LOOP(i, n)                                                             \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
 
 __device__ inline int64_t imin(int64_t a, int64_t b) {
   return a < b ? a : b;
@@ -206,18 +198,6 @@ int pooling_dtypes(int dtype, Go&& go) {
     default:
       return static_cast<int>(cudaErrorInvalidValue);
   }
-  return static_cast<int>(cudaGetLastError());
-}
-
-// Runs go(T{}) for f32 and f64 (the gradients' dtypes).
-template <class Go>
-int floating(int dtype, Go&& go) {
-  if (dtype == kF32)
-    go(float{});
-  else if (dtype == kF64)
-    go(double{});
-  else
-    return static_cast<int>(cudaErrorInvalidValue);
   return static_cast<int>(cudaGetLastError());
 }
 
