@@ -616,15 +616,15 @@ std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
       if (n.op == "constant") {
         // Uploaded on the first call and kept: no host-to-device copy per call.
         vals[static_cast<size_t>(n.outputs[0])] = device_constant(n, device);
-        continue;
+      } else {
+        tracer::run_node(g, n, vals, g.variables);
+        // Values born on the host (creation ops, which have no input to say where to run):
+        // scalars go along with device operands, bigger ones move.
+        if (n.inputs.empty())
+          for (int v : n.outputs)
+            if (vals[static_cast<size_t>(v)].rank() > 0)
+              vals[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].to(device);
       }
-      tracer::run_node(g, n, vals, g.variables);
-      // Values born on the host (creation ops, which have no input to say where to run):
-      // scalars go along with device operands, bigger ones move.
-      if (n.inputs.empty())
-        for (int v : n.outputs)
-          if (vals[static_cast<size_t>(v)].rank() > 0)
-            vals[static_cast<size_t>(v)] = vals[static_cast<size_t>(v)].to(device);
     }
     for (int v : release_after_[k])
       vals[static_cast<size_t>(v)] = Tensor();
