@@ -43,6 +43,12 @@ int64_t last_level_cache_bytes() {
 
 std::atomic<int64_t> stream_threshold{-1};
 
+// The output bytes from which a kernel streams (set_stream_threshold).
+int64_t stream_bytes() {
+  const int64_t t = stream_threshold.load(std::memory_order_relaxed);
+  return t >= 0 ? t : last_level_cache_bytes();
+}
+
 bool has_unknown(const Shape& s) {
   for (int64_t d : s)
     if (d < 0) return true;
@@ -77,8 +83,21 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);
   absorb_views(graph_, plan_);
-  for (size_t k = 0; k < plan_.groups.size(); ++k)
-    kernels_.push_back(cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k)));
+  for (size_t k = 0; k < plan_.groups.size(); ++k) {
+    cpu::KernelPlan kp = cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k));
+    // A streaming entry only where the outputs can be large: it costs a second vectorized
+    // loop at compile time.
+    if (cpu::can_stream(graph_, kp)) {
+      const Shape& s = plan_.groups[k].shape;
+      int64_t bytes = 0;
+      if (!has_unknown(s))
+        for (int v : plan_.groups[k].outputs)
+          bytes +=
+              s.numel() * static_cast<int64_t>(size_of(graph_.types[static_cast<size_t>(v)].dtype));
+      kp.stream = has_unknown(s) || bytes >= stream_bytes();
+    }
+    kernels_.push_back(std::move(kp));
+  }
   // The last step that reads each value (results are never released).
   std::vector<int> last_use(graph_.types.size(), -1);
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
@@ -493,15 +512,14 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   if (numel == 0) return;
   if (!kp.rows) {
     // Outputs larger than the last-level cache would not stay there for their consumer:
-    // the streaming entry writes them around the caches (codegen.h, has_stream_entry).
+    // the streaming entry writes them around the caches (codegen.h, can_stream).
     bool stream = device.is_cpu() && reused.empty() && stream_fns_[k] != nullptr;
     int64_t out_bytes = 0;
     for (size_t o = 0; o < grp.outputs.size(); ++o) {
       out_bytes += numel * static_cast<int64_t>(size_of(vals[grp.outputs[o]].dtype()));
       stream &= reinterpret_cast<uintptr_t>(bufs[bufs.size() - grp.outputs.size() + o]) % 64 == 0;
     }
-    const int64_t threshold = stream_threshold.load(std::memory_order_relaxed);
-    stream &= out_bytes >= (threshold >= 0 ? threshold : last_level_cache_bytes());
+    stream &= out_bytes >= stream_bytes();
     execute(k, bufs, dims, numel, kiln::cpu::kElementwiseGrain, device, stream);
   } else {
     const int64_t cols = out_shape[r - 1];

@@ -84,7 +84,8 @@ class Executable final : public tracer::CompiledGraph {
 };
 
 // The output size in bytes from which a flat elementwise kernel runs its streaming entry
-// (cpu::has_stream_entry); below 0, the default: the last-level cache's size. For tests.
+// (cpu::can_stream); below 0, the default: the last-level cache's size. Read when a function
+// compiles (whether to emit the entry) and when it runs (whether to call it). For tests.
 void set_stream_threshold(int64_t bytes);
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same

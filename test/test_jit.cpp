@@ -731,15 +731,24 @@ TEST_CASE("jit: outputs larger than the cache stream past it and match the cache
     check_close(mixed_streamed[0], mixed_ref[0], 0, 0);
     check_close(mixed_streamed[1], mixed_ref[1], 0, 0);
   }
-  // The streaming entry's vector stores are non-temporal, fenced before it returns.
+  // The streaming entry's vector stores are non-temporal, fenced before it returns. Outputs
+  // known to be smaller than the threshold get no streaming entry at all.
   const std::filesystem::path dir =
       std::filesystem::temp_directory_path() / ("kiln_stream_" + std::to_string(getpid()));
   setenv("KILN_DUMP", dir.c_str(), 1);
+  jit::set_stream_threshold(0);
   kiln::function(chain, FunctionOptions{.name = "streamed"})(rnd({64}, 1), rnd({64}, 2));
+  jit::set_stream_threshold(-1);
+  kiln::function(chain, FunctionOptions{.name = "small"})(rnd({48}, 1), rnd({48}, 2));
   unsetenv("KILN_DUMP");
-  std::ifstream in(dir / "streamed.s");
-  const std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto read = [&](const char* file) {
+    std::ifstream in(dir / file);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string s = read("streamed.s"), small = read("small.s");
   std::filesystem::remove_all(dir);
+  CHECK(!small.empty());
+  CHECK(small.find("_stream:") == std::string::npos);
   const size_t entry = s.find("_stream:");
   REQUIRE(entry != std::string::npos);
   CHECK(s.find("movnt", entry) != std::string::npos);

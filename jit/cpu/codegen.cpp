@@ -347,7 +347,7 @@ KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   return k;
 }
 
-bool has_stream_entry(const ir::Graph& g, const KernelPlan& plan) {
+bool can_stream(const ir::Graph& g, const KernelPlan& plan) {
   if (plan.rows || plan.row_program || plan.column_program) return false;
   const size_t size = size_of(g.types[static_cast<size_t>(plan.group->outputs[0])].dtype);
   for (int o : plan.group->outputs)
@@ -669,7 +669,7 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
       emit_kernel(em, g, p, *j.tm);
   }
   for (const KernelPlan& p : plans)
-    if (has_stream_entry(g, p)) {
+    if (p.stream) {
       KernelPlan sp = p;
       sp.name += "_stream";
       sp.in_place.clear();

@@ -58,6 +58,8 @@ struct KernelPlan {
   // Elementwise kernels: (output index, input value) pairs the executable may run in place;
   // the kernel has a second loop version for when every one of them does.
   std::vector<std::pair<size_t, int>> in_place;
+  // Emit the streaming entry too (can_stream must hold).
+  bool stream = false;
 };
 
 // How many int64 `dims` a call of this kernel passes (see the ABI above).
@@ -73,12 +75,13 @@ Fusible classify(const ir::Graph& g, const ir::Node& n);
 // Classifies a group's inputs against its iteration space.
 KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string name);
 
-// Whether the plan also gets a streaming entry (flat elementwise kernels whose outputs share
+// Whether the plan can have a streaming entry (flat elementwise kernels whose outputs share
 // one element size of 4 or 8 bytes): the same loop, but its vector stores are non-temporal
 // (`movntps`), skipping the read-for-ownership of each output line and leaving the caches to
-// the inputs. The executable calls it when the outputs are larger than the last-level cache
-// and every output's data is 64-byte aligned, which the entry requires.
-bool has_stream_entry(const ir::Graph& g, const KernelPlan& plan);
+// the inputs. The executable asks for it (KernelPlan::stream) where the outputs may be larger
+// than the last-level cache, and calls it when they are and every output's data is 64-byte
+// aligned, which the entry requires.
+bool can_stream(const ir::Graph& g, const KernelPlan& plan);
 
 struct CompiledKernels {
   std::vector<KernelFn> fns;         // one per plan

@@ -222,7 +222,7 @@ struct KernelStart {
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm);
 
-// An elementwise kernel (codegen.cpp). `stream`: the x86 streaming entry (has_stream_entry in
+// An elementwise kernel (codegen.cpp). `stream`: the x86 streaming entry (can_stream in
 // codegen.h), which assumes 64-byte aligned outputs and ends with a store fence.
 void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm,
                  bool stream = false);
