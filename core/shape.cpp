@@ -35,6 +35,19 @@ Strides contiguous_strides(const Shape& shape) {
   return s;
 }
 
+AxisSplit split_at(const Shape& s, int64_t axis) {
+  AxisSplit r;
+  for (int64_t d = 0; d < s.rank(); ++d) {
+    if (d < axis)
+      r.outer *= s[d];
+    else if (d == axis)
+      r.n = s[d];
+    else
+      r.inner *= s[d];
+  }
+  return r;
+}
+
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   const size_t r = std::max(a.size(), b.size());
   std::vector<int64_t> out(r);

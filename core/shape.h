@@ -50,4 +50,12 @@ int64_t normalize_axis(int64_t axis, int64_t rank, const char* op);
 // Normalizes, sorts and deduplicates a list of axes; an empty list means every axis.
 std::vector<int64_t> normalize_axes(std::span<const int64_t> axes, int64_t rank, const char* op);
 
+// A shape seen as [outer, n, inner] around `axis` (in [0, rank)): the product of the dims
+// before it, its own, the product of the dims after it. Gathers, scatters and concatenation
+// index their operands this way.
+struct AxisSplit {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+AxisSplit split_at(const Shape& s, int64_t axis);
+
 }  // namespace kiln

@@ -137,6 +137,16 @@ struct Redirect : DispatchHook {
 };
 }  // namespace
 
+TEST_CASE("split_at: a shape as [outer, n, inner] around an axis") {
+  const Shape s{2, 3, 4, 5};
+  const AxisSplit a = split_at(s, 0), b = split_at(s, 2), c = split_at(s, 3);
+  CHECK((a.outer == 1 && a.n == 2 && a.inner == 60));
+  CHECK((b.outer == 6 && b.n == 4 && b.inner == 5));
+  CHECK((c.outer == 24 && c.n == 5 && c.inner == 1));
+  const AxisSplit z = split_at(Shape{3, 0, 2}, 1);
+  CHECK((z.outer == 3 && z.n == 0 && z.inner == 2));
+}
+
 TEST_CASE("dispatch: a per-thread hook observes primitives and can redirect them") {
   Tensor x = tensor({1.f, 2.f});
   Recorder rec;

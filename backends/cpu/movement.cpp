@@ -144,23 +144,6 @@ std::vector<Tensor> concat_kernel(std::span<const Tensor> in, const Attrs& a,
   return {out};
 }
 
-// Views x as (outer, n, inner) around `axis`.
-struct AxisSplit {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-AxisSplit split_at(const Shape& s, int64_t axis) {
-  AxisSplit r;
-  for (int64_t d = 0; d < s.rank(); ++d) {
-    if (d < axis)
-      r.outer *= s[d];
-    else if (d == axis)
-      r.n = s[d];
-    else
-      r.inner *= s[d];
-  }
-  return r;
-}
-
 std::vector<int64_t> checked_indices(const Tensor& indices, int64_t n, const char* op,
                                      const Tensor& x) {
   Tensor idx = dense(indices);

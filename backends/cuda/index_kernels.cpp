@@ -45,23 +45,6 @@ const void* ptr(const Tensor& t) {
   return t.numel() == 0 ? nullptr : t.raw_data();
 }
 
-// Views x's shape as (outer, n, inner) around `axis`.
-struct AxisSplit {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-AxisSplit split_at(const Shape& s, int64_t axis) {
-  AxisSplit r;
-  for (int64_t d = 0; d < s.rank(); ++d) {
-    if (d < axis)
-      r.outer *= s[d];
-    else if (d == axis)
-      r.n = s[d];
-    else
-      r.inner *= s[d];
-  }
-  return r;
-}
-
 // The index at flat position `pos` of dense device indices (for an error message).
 int64_t index_at(const Tensor& idx, unsigned long long pos, Device dev) {
   int64_t v64 = 0;
