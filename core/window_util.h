@@ -1,9 +1,10 @@
 #pragma once
 
-// Internal to core: shape inference and attribute checks shared by the windowed ops (conv2d and
-// pooling, core/ops_nn.cpp) and their gradients (core/ops_nn_grad.cpp). Not part of the public
-// API.
+// Internal to Kiln: shape inference and attribute checks shared by the windowed ops (conv2d and
+// pooling, core/ops_nn.cpp) and their gradients (core/ops_nn_grad.cpp), and the padding rule
+// the backends' kernels share. Not part of the public API.
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@ inline int64_t window_out(int64_t in, int64_t k, int64_t stride, int64_t dil,
   const int64_t eff = (k - 1) * dil + 1;
   if (pad == "SAME") return (in + stride - 1) / stride;
   return in >= eff ? (in - eff) / stride + 1 : 0;
+}
+
+// TensorFlow's SAME padding along one dim, both sides together: max((out-1)*s + eff - in, 0);
+// the smaller half goes before. The CPU and CUDA kernels' geometry both use it.
+inline int64_t same_pad_total(int64_t in, int64_t out, int64_t k, int64_t stride, int64_t dil) {
+  return std::max<int64_t>((out - 1) * stride + (k - 1) * dil + 1 - in, 0);
 }
 
 // Checks that attribute `attr` of op `op` is present and holds two positive integers; `what`

@@ -11,6 +11,7 @@
 #include <kiln/backends/cpu/onednn.h>
 #include <kiln/core/attrs.h>
 #include <kiln/core/shape.h>
+#include <kiln/core/window_util.h>
 
 namespace kiln::cpu {
 
@@ -25,11 +26,11 @@ struct Window {
   int64_t PB = 0, PR = 0;  // padding after
 };
 
-// TensorFlow's padding: SAME pads max((out-1)*s + eff - in, 0), the smaller half before.
+// TensorFlow's padding: SAME pads detail::same_pad_total, the smaller half before.
 inline void set_padding(Window& g, const std::string& padding) {
   if (padding != "SAME") return;
-  const int64_t th = std::max<int64_t>((g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1 - g.H, 0);
-  const int64_t tw = std::max<int64_t>((g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1 - g.W, 0);
+  const int64_t th = detail::same_pad_total(g.H, g.OH, g.KH, g.SH, g.DH);
+  const int64_t tw = detail::same_pad_total(g.W, g.OW, g.KW, g.SW, g.DW);
   g.PT = th / 2;
   g.PB = th - g.PT;
   g.PL = tw / 2;

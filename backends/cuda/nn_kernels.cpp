@@ -31,6 +31,7 @@
 #include <kiln/core/ops.h>
 #include <kiln/core/registry.h>
 #include <kiln/core/tensor.h>
+#include <kiln/core/window_util.h>
 
 #include "blas.h"
 #include "launch_nn.h"
@@ -49,7 +50,7 @@ int code(DType d) {
 
 // backends/cpu/window.h's geometry(): `in` the forward input's shape [N,H,W,C], `out` the
 // forward output's [N,OH,OW,*]; a (kh, kw) window; strides, dilations (conv only) and
-// TensorFlow's padding: SAME pads max((out-1)*s + eff - in, 0), the smaller half before.
+// TensorFlow's padding (detail::same_pad_total), the smaller half before.
 Window window(const Shape& in, const Shape& out, int64_t kh, int64_t kw, const Attrs& a) {
   Window g;
   g.N = in[0];
@@ -67,8 +68,8 @@ Window window(const Shape& in, const Shape& out, int64_t kh, int64_t kw, const A
     g.DW = a.ints("dilations")[1];
   }
   if (a.str("padding") == "SAME") {
-    g.PT = std::max<int64_t>((g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1 - g.H, 0) / 2;
-    g.PL = std::max<int64_t>((g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1 - g.W, 0) / 2;
+    g.PT = detail::same_pad_total(g.H, g.OH, g.KH, g.SH, g.DH) / 2;
+    g.PL = detail::same_pad_total(g.W, g.OW, g.KW, g.SW, g.DW) / 2;
   }
   return g;
 }
