@@ -40,7 +40,7 @@ command -v nvidia-smi > /dev/null && nvidia-smi -L | tee "$OUT/gpu.txt" || true
 status=0
 for t in test_cuda test_cuda_index test_cuda_nn test_jit_ptx; do
   echo "== $t"
-  "$(test_bin "$t")" 2>&1 | tee "$OUT/$t.log" | tail -n 3 || status=1
+  timeout 150 "$(test_bin "$t")" 2>&1 | tee "$OUT/$t.log" | tail -n 3 || status=1
   grep -q "All tests passed" "$OUT/$t.log" || status=1
 done
 echo "== bench_cuda"
@@ -69,8 +69,12 @@ m = get("BM_cuda_copy_256M", "GB/s")
 print(f"| chain over f32[256M], GB/s vs device-to-device copy | {c or 0:.0f} | {m or 0:.0f} | {ratio(c, m)} | ≥ 0.75 |")
 e = get("BM_cuda_mlp_step/compiled:0")
 j = get("BM_cuda_mlp_step/compiled:1")
-print(f"| MLP train step, µs: eager / compiled | {j or 0:.0f} | {e or 0:.0f} | {ratio(e, j)} | (speed-up) |")
+print(f"| MLP train step µs, compiled vs eager (speed-up) | {j or 0:.0f} | {e or 0:.0f} | {ratio(e, j)} | > 1 |")
 PY
+# KILN_GPU_TRIAGE=1: rerun the failing binaries' test cases one at a time (scripts/gpu-triage.sh).
+if [ "$status" -ne 0 ] && [ -n "${KILN_GPU_TRIAGE:-}" ]; then
+  bash "$ROOT/scripts/gpu-triage.sh" "$BIN"
+fi
 if grep -q "no CUDA device" "$OUT/test_cuda.log"; then
   echo "gpu-check: no CUDA device was found, so the GPU tests and benchmarks above skipped"
   status=1
