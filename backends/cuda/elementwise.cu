@@ -157,10 +157,19 @@ __device__ T int_floor_div(T a, T b) {
   }
 }
 
+// Comparisons and logical ops write bool, the others T. Spelled out rather than deduced from
+// BinaryF's return type: nvcc's host pass sees every __device__ function as returning void,
+// so a launch whose template arguments come from decltype(BinaryF{}(a, b)) instantiates a
+// kernel that the device code does not have (cudaErrorInvalidDeviceFunction at launch).
+template <Binary op, class T>
+using BinaryResult = std::conditional_t<(op >= Binary::equal), bool, T>;
+static_assert(Binary::equal < Binary::not_equal && Binary::logical_or > Binary::equal &&
+              Binary::minimum < Binary::equal);
+
 template <Binary op>
 struct BinaryF {
   template <class T>
-  __device__ auto operator()(T a, T b) const {
+  __device__ BinaryResult<op, T> operator()(T a, T b) const {
     if constexpr (op == Binary::add) return static_cast<T>(a + b);
     if constexpr (op == Binary::sub) return static_cast<T>(a - b);
     if constexpr (op == Binary::mul) return static_cast<T>(a * b);
@@ -239,7 +248,7 @@ int run_binary(int dtype, void* out, const void* a, const void* b, const Strides
   auto st = static_cast<cudaStream_t>(stream);
   visit(dtype, [&](auto tag) {
     using T = decltype(tag);
-    using R = decltype(BinaryF<op>{}(T{}, T{}));
+    using R = BinaryResult<op, T>;
     binary_k<<<blocks_for(n), 256, 0, st>>>(static_cast<R*>(out), static_cast<const T*>(a),
                                             static_cast<const T*>(b), s, n, BinaryF<op>{});
   });
