@@ -234,15 +234,19 @@ Tensor draw(const char* name, const Shape& shape, DType dtype, Attrs params) {
   return dispatch1(op, {}, params);
 }
 
-// A draw shaped like `x`. With a fully known shape it is the sized draw (so eager code and
-// traces of known shapes are unchanged); with unknown dims (only inside a trace) it is the
-// _like primitive, whose counters are reserved when the graph runs: its "blocks" is -1 and
+// A draw shaped like `x`, on x's device. With a fully known shape it is the sized draw (so
+// eager code and traces of known shapes are unchanged); with unknown dims (only inside a trace) it
+// is the _like primitive, whose counters are reserved when the graph runs: its "blocks" is -1 and
 // "seed"/"offset" hold the state at trace time (see redraw()).
 Tensor draw_like(size_t d, const Tensor& x, DType dtype, Attrs params) {
   const Distribution& dist = kDistributions[d];
   const auto& dims = x.shape().dims();
-  if (std::all_of(dims.begin(), dims.end(), [](int64_t n) { return n >= 0; }))
-    return draw(dist.sized, x.shape(), dtype, std::move(params));
+  if (std::all_of(dims.begin(), dims.end(), [](int64_t n) { return n >= 0; })) {
+    // Drawn on the host, then placed on x's device: the CPU's numbers on every device.
+    Tensor t = draw(dist.sized, x.shape(), dtype, std::move(params));
+    if (!x.is_symbolic() && t.device() != x.device()) t = t.to(x.device());
+    return t;
+  }
   const OpDef& op = registry().op(dist.like);
   params.set("dtype", dtype);
   const State st = state();
