@@ -2,9 +2,10 @@
 // column-major: C = A B is computed as C^T = B^T A^T, which reads each row-major operand as
 // the column-major transpose it already is. A transposed view (unit row stride) is read with
 // op T instead of being copied; other strided operands are made dense first. f32 runs in full
-// f32 unless set_allow_tf32(true) (then on TF32 tensor cores); f64 in f64. The bias and relu
-// of matmul_bias_act are cublasLt epilogues. gemm (blas.h) is the same call on raw device
-// pointers, for the convolutions' patch matrices (nn_kernels.cpp).
+// f32 unless set_allow_tf32(true) (then on TF32 tensor cores); f64 in f64. The bias of
+// matmul_bias_act is a cublasLt epilogue, its relu a kernel of ours (the epilogue keeps NaN). gemm
+// (blas.h) is the same call on raw device pointers, for the convolutions' patch matrices
+// (nn_kernels.cpp).
 
 #include <cublasLt.h>
 
@@ -18,6 +19,7 @@
 #include <kiln/core/tensor.h>
 
 #include "blas.h"
+#include "launch_nn.h"  // relu_inplace
 #include "runtime.h"
 
 namespace kiln::cuda {
@@ -237,8 +239,14 @@ std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Att
     Tensor r = zeros_like(out) + bias;
     return {relu ? kiln::relu(r) : r};
   }
+  // The bias is cublasLt's epilogue; the relu is not: RELU_BIAS keeps NaN, and the CPU (and
+  // eager relu) map NaN to 0 (seen on an H100).
   lt_matmul(operand(a, 0), operand(b, 0), out.mutable_data<char>(), 1, M, K, N, a.dtype(),
-            bias.raw_data(), relu, dev.index);
+            bias.raw_data(), false, dev.index);
+  if (relu)
+    check(launch::relu_inplace(static_cast<int>(out.dtype()), out.mutable_data<char>(), out.numel(),
+                               stream(dev.index)),
+          "matmul_bias_act (relu)");
   return {out};
 }
 

@@ -19,7 +19,8 @@ struct MatrixRef {
 };
 
 // c[M, N] (dense, row-major) = act(a[M, K] x b[K, N] + bias), plus c's previous contents when
-// `accumulate`; bias (N values, 16-byte aligned) may be null, relu only with a bias. f32 (TF32
+// `accumulate`; bias (N values, 16-byte aligned) may be null, relu only with a bias (cublasLt's
+// RELU_BIAS epilogue, which keeps NaN where the CPU's relu gives 0). f32 (TF32
 // when allow_tf32()) or f64; on device `device`'s stream. M, K, N > 0.
 void gemm(DType dt, int64_t M, int64_t K, int64_t N, const MatrixRef& a, const MatrixRef& b,
           void* c, const void* bias, bool relu, bool accumulate, int device);

@@ -44,8 +44,8 @@ int col2im(int dtype, void* dx, const void* col, const Window& g, int64_t m0, in
 int conv_direct(int dtype, void* y, const void* x, const void* w, const Window& g, int64_t O,
                 void* stream);
 
-// y[i] = y[i] > 0 ? y[i] : 0 over n elements, in place: the relu of conv2d_bias_act, with the
-// CPU's rule for NaN and -inf (both give 0). f32 and f64.
+// y[i] = y[i] > 0 ? y[i] : 0 over n elements, in place: the relu of conv2d_bias_act and
+// matmul_bias_act, with the CPU's rule for NaN and -inf (both give 0). f32 and f64.
 int relu_inplace(int dtype, void* y, int64_t n, void* stream);
 
 // ---- pool.cu ---------------------------------------------------------------------------------
