@@ -4,12 +4,14 @@
 //       against the same product through raw cublasLt (no Kiln in between)
 //   BM_cuda_chain_256M (compiled) vs BM_cuda_copy_256M   the elementwise chain over f32[256M]
 //       against cudaMemcpy device to device, both as GB/s of the bytes they must move
-//   BM_cuda_mlp_step/{eager,compiled}   the MLP 784-128-10 Adam train step on the GPU
+//   BM_cuda_mlp_step/{eager,compiled}   the MLP 784-128-10 Adam train step on the GPU (the
+//       compiled step replays a CUDA Graph: graph_replays_per_call says whether it did)
 // Every iteration ends with the device synchronized, so the times are the GPU's.
 #include <benchmark/benchmark.h>
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <kiln/jit/executable.h>
 #include <kiln/kiln.h>
 
 #include "../examples/mlp_common.h"
@@ -166,11 +168,16 @@ void BM_cuda_mlp_step(benchmark::State& state) {
   // The first call traces, compiles and loads the PTX (the compiled step), or creates the
   // cublasLt handles (both): outside the timed loop, as in every other benchmark here.
   (compiled ? step(x, labels) : body(x, labels)).to(Device::cpu());
+  const int64_t replays = jit::cuda_graph_replays();
   for (auto _ : state) {
     Tensor loss = compiled ? step(x, labels) : body(x, labels);
     synchronize(gpu);
     benchmark::DoNotOptimize(loss.get());
   }
+  // 1 where every timed call replayed a CUDA Graph, 0 where they ran step by step.
+  state.counters["graph_replays_per_call"] =
+      static_cast<double>(jit::cuda_graph_replays() - replays) /
+      static_cast<double>(state.iterations());
 }
 BENCHMARK(BM_cuda_mlp_step)
     ->Arg(0)

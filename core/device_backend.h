@@ -34,6 +34,20 @@ struct DeviceBackend {
   std::vector<void*> (*load_kernels)(int index, const std::string& image,
                                      const std::vector<std::string>& names) = nullptr;
   void (*launch)(int index, void* kernel, void** args, int64_t units) = nullptr;
+  // CUDA Graphs (jit/device_graph.cpp); null where the backend has none. Between
+  // capture_begin and capture_end the calling thread's work on the device's stream is
+  // recorded, not run, and its allocations there come from a pool the graph will own (a
+  // copy to or from the host raises kiln::Error: it cannot be recorded). capture_end returns
+  // the replayable graph, or null with the reason in `why`; either way the thread is back to
+  // normal and a failed capture's blocks return to the cache.
+  void (*capture_begin)(int index) = nullptr;
+  void* (*capture_end)(int index, std::string& why) = nullptr;
+  void (*graph_launch)(int index, void* graph) = nullptr;
+  // Waits for the graph's replays, frees it and returns its pool to the cache. Never throws.
+  void (*graph_destroy)(int index, void* graph) = nullptr;
+  // Copies n dense byte ranges within the device, ordered on its stream, in few launches.
+  void (*copy_batch)(int index, const void* const* src, void* const* dst, const int64_t* bytes,
+                     size_t n) = nullptr;
 };
 
 void register_device_backend(DeviceType type, const DeviceBackend& backend);

@@ -620,8 +620,13 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
 
 std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
                                               Device device) const {
-  const ir::Graph& g = graph_;
   checked_backend(device, "function");
+  if (std::optional<std::vector<Tensor>> r = run_graph(inputs, device)) return std::move(*r);
+  return run_steps(inputs, device);
+}
+
+std::vector<Tensor> Executable::run_steps(const std::vector<Tensor>& inputs, Device device) const {
+  const ir::Graph& g = graph_;
   std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i)
     vals[static_cast<size_t>(g.params[i])] = inputs[i];
@@ -631,9 +636,13 @@ std::vector<Tensor> Executable::run_on_device(const std::vector<Tensor>& inputs,
       run_group(static_cast<size_t>(s.group), vals, device);
     } else {
       const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+      const OpDef* op = registry().find(n.op);
       if (n.op == "constant") {
         // Uploaded on the first call and kept: no host-to-device copy per call.
         vals[static_cast<size_t>(n.outputs[0])] = device_constant(n, device);
+      } else if (op != nullptr && op->has(kCreation) && !op->has(kStateful) &&
+                 n.outputs.size() == 1) {
+        vals[static_cast<size_t>(n.outputs[0])] = device_created(n, device);
       } else {
         tracer::run_node(g, n, vals, g.variables);
         // Values born on the host (creation ops, which have no input to say where to run):
@@ -658,6 +667,17 @@ Tensor Executable::device_constant(const ir::Node& n, Device device) const {
   std::lock_guard<std::mutex> lock(device_mu_);
   Tensor& t = device_constants_[{device.index, n.outputs[0]}];
   if (!t.defined()) t = graph_.constants[static_cast<size_t>(n.attrs.i("index"))].to(device);
+  return t;
+}
+
+Tensor Executable::device_created(const ir::Node& n, Device device) const {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  Tensor& t = device_created_[{device.index, &n}];
+  if (!t.defined()) {
+    std::vector<Tensor> vals(graph_.types.size());
+    tracer::run_node(graph_, n, vals, graph_.variables);
+    t = vals[static_cast<size_t>(n.outputs[0])].to(device);
+  }
   return t;
 }
 

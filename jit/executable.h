@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -51,8 +52,32 @@ class Executable final : public tracer::CompiledGraph {
   // the device. `stream`: the kernel's streaming entry (CPU; 64-byte aligned outputs).
   void execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
                int64_t grain, Device device, bool stream = false) const;
-  // The calls with tensors on another device: the same steps, with the kernels as PTX.
+  // The calls with tensors on another device: the same steps, with the kernels as PTX
+  // (run_steps), or a replay of the CUDA Graph captured from them (device_graph.cpp).
   std::vector<Tensor> run_on_device(const std::vector<Tensor>& inputs, Device device) const;
+  std::vector<Tensor> run_steps(const std::vector<Tensor>& inputs, Device device) const;
+  // CUDA Graphs (device_graph.cpp): the second call on a device captures the steps, that
+  // call and later ones replay them; nullopt where the call runs step by step instead.
+  struct DeviceGraph;
+  struct GraphSlot {
+    int calls = 0;
+    bool off = false;  // never captured on this device (why was logged under KILN_LOG)
+    bool capturing = false;
+    std::shared_ptr<DeviceGraph> graph;
+  };
+  std::optional<std::vector<Tensor>> run_graph(const std::vector<Tensor>& inputs,
+                                               Device device) const;
+  std::shared_ptr<DeviceGraph> capture(const std::vector<Tensor>& inputs, Device device,
+                                       std::string& why) const;
+  std::vector<Tensor> replay(DeviceGraph& g, const std::vector<Tensor>& inputs) const;
+  // Why this graph can never be captured (unknown dims, random draws, control flow); empty
+  // where it may be.
+  std::string not_capturable() const;
+  mutable std::map<int, GraphSlot> device_graphs_;  // per CUDA device index, under device_mu_
+  // The value of a creation op without state (fill, iota, ...) on `device`: made on the first
+  // call and kept, as the constants are.
+  Tensor device_created(const ir::Node& n, Device device) const;
+  mutable std::map<std::pair<int, const ir::Node*>, Tensor> device_created_;
   // The kernels' device code for `device`, emitted and loaded on first use.
   const std::vector<void*>& device_kernels(Device device) const;
   std::string kernels_text() const;
@@ -87,6 +112,10 @@ class Executable final : public tracer::CompiledGraph {
 // (cpu::can_stream); below 0, the default: the last-level cache's size. Read when a function
 // compiles (whether to emit the entry) and when it runs (whether to call it). For tests.
 void set_stream_threshold(int64_t bytes);
+
+// CUDA Graph replays of compiled functions so far, in this process (device_graph.cpp). For
+// tests and benchmarks: whether calls took the graph path.
+int64_t cuda_graph_replays();
 
 // The tracer's compiler: one Executable per structurally identical graph (same text, same
 // bound variables), shared by every concrete function that traces to it.

@@ -69,7 +69,9 @@ m = get("BM_cuda_copy_256M", "GB/s")
 print(f"| chain over f32[256M], GB/s vs device-to-device copy | {c or 0:.0f} | {m or 0:.0f} | {ratio(c, m)} | ≥ 0.75 |")
 e = get("BM_cuda_mlp_step/compiled:0")
 j = get("BM_cuda_mlp_step/compiled:1")
+g = get("BM_cuda_mlp_step/compiled:1", "graph_replays_per_call")
 print(f"| MLP train step µs, compiled vs eager (speed-up) | {j or 0:.0f} | {e or 0:.0f} | {ratio(e, j)} | > 1 |")
+print(f"| (the compiled step's CUDA Graph replays per call: {g if g is not None else 'n/a'}) | | | | 1 |")
 PY
 # KILN_GPU_TRIAGE=1: rerun the failing binaries' test cases one at a time (scripts/gpu-triage.sh).
 if [ "$status" -ne 0 ] && [ -n "${KILN_GPU_TRIAGE:-}" ]; then

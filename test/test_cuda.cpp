@@ -2,6 +2,9 @@
 // GPU test says it skipped; on a GPU every CUDA kernel is compared with the CPU's, transfers
 // round-trip, the allocator's counters move as documented, gradients and traced functions
 // run on CUDA tensors. scripts/gpu-check.sh runs this on a GPU machine.
+#include <limits>
+
+#include <kiln/jit/executable.h>
 #include <kiln/kiln.h>
 
 #include "corpus.h"
@@ -292,6 +295,71 @@ TEST_CASE("cuda: a compiled train step with its variables on the GPU matches the
   check_close(gpu_losses, cpu_losses, 1e-4, 1e-6);
   CHECK(gpu_losses.back() < gpu_losses.front());
   check_close(gpu_w2, cpu_w2.to_vector<double>(), 1e-4, 1e-6);
+}
+
+TEST_CASE("cuda: compiled functions replay a CUDA Graph from their second call") {
+  if (!have_gpu()) return;
+  // A variable update, a view among the results, a host scalar creation op, fused kernels
+  // and a cublasLt matmul: each call against the same function run on the CPU.
+  auto make = [](Variable& v) {
+    return kiln::function([&v](const Tensor& x, const Tensor& w) {
+      Tensor h = relu(matmul(x, w) + full(Shape{}, 0.25));
+      v.assign(v.value() * 0.5 + sum(h, {0}));
+      return std::vector<Tensor>{sum(square(h)), h.transpose(), v.value() * 2.0};
+    });
+  };
+  Variable vc(rnd({6}, 1), "v"), vg(rnd({6}, 1).to(gpu), "v");
+  auto fc = make(vc), fg = make(vg);
+  const int64_t before = jit::cuda_graph_replays();
+  std::vector<Tensor> kept;
+  for (int call = 0; call < 5; ++call) {
+    CAPTURE(call);
+    const Tensor x = rnd({9, 4}, 10 + call), w = rnd({4, 6}, 20 + call);
+    const Tensor xg = x.to(gpu), wg = w.to(gpu);
+    const std::vector<Tensor> want = fc(x, w), got = fg(xg, wg);
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i)
+      same(got[i], want[i], 1e-5, 1e-5);
+    same(vg.value(), vc.value(), 1e-5, 1e-5);
+    same(xg, x);  // the inputs are read, never written
+    if (call == 1) kept = got;
+  }
+  // Calls 2 to 5 replayed the graph captured on call 2; results of a replay are fresh tensors,
+  // so a later replay does not change them.
+  CHECK(jit::cuda_graph_replays() - before == 4);
+  const Tensor h1 = relu(matmul(rnd({9, 4}, 11), rnd({4, 6}, 21)) + 0.25);
+  same(kept[0], sum(square(h1)), 1e-5, 1e-5);
+  // Not capturable: a gather's bounds check reads the device on the host, and random draws
+  // are made on the host. Each call runs step by step and matches the CPU.
+  auto gathered =
+      kiln::function([](const Tensor& x, const Tensor& i) { return gather(x, i) * 2.0; });
+  const Tensor x = rnd({7, 3}, 30), idx = from_vector(std::vector<int32_t>{6, 0, 2, 2}, Shape{4});
+  const int64_t mid = jit::cuda_graph_replays();
+  for (int call = 0; call < 3; ++call)
+    same(gathered(x.to(gpu), idx.to(gpu)), gather(x, idx) * 2.0);
+  auto noisy = kiln::function([](const Tensor& x) { return x + random::uniform_like(x); });
+  for (int call = 0; call < 3; ++call) {
+    random::seed(7 + call);
+    const Tensor want = noisy(x);
+    random::seed(7 + call);
+    same(noisy(x.to(gpu)), want);
+  }
+  CHECK(jit::cuda_graph_replays() == mid);
+}
+
+TEST_CASE(
+    "cuda: compiled matmul + bias + relu (a cublasLt epilogue) treats NaN and inf as the CPU") {
+  if (!have_gpu()) return;
+  auto f = kiln::function(
+      [](const Tensor& x, const Tensor& w, const Tensor& b) { return relu(matmul(x, w) + b); });
+  std::vector<float> xv = rnd({5, 4}, 1).to_vector<float>();
+  xv[0] = std::numeric_limits<float>::quiet_NaN();
+  xv[6] = -std::numeric_limits<float>::infinity();
+  xv[9] = std::numeric_limits<float>::infinity();
+  const Tensor x = from_vector(xv, Shape{5, 4}), w = rnd({4, 3}, 2), b = rnd({3}, 3);
+  const Tensor want = relu(matmul(x, w) + b);
+  for (int call = 0; call < 3; ++call)  // step by step, then captured and replayed
+    same(f(x.to(gpu), w.to(gpu), b.to(gpu)), want);
 }
 
 TEST_CASE("cuda: eager training pieces: adam_update, cross-entropy and its gradient") {

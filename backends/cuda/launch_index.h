@@ -73,4 +73,16 @@ struct PadPlan {
 int pad(int elem_size, void* out, const void* x, const PadPlan& p, uint64_t value_bits, int64_t n,
         void* stream);
 
+// Up to kCopyBatch dense byte ranges copied in one launch (the copies in and out of a
+// replayed CUDA Graph): range j copies bytes[j] bytes from src[j] to dst[j]; the ranges must
+// not overlap.
+inline constexpr int kCopyBatch = 32;
+struct CopyBatch {
+  int n = 0;
+  const void* src[kCopyBatch] = {};
+  void* dst[kCopyBatch] = {};
+  int64_t bytes[kCopyBatch] = {};
+};
+int copy_batch(const CopyBatch& b, void* stream);
+
 }  // namespace kiln::cuda::launch

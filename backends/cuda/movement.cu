@@ -1,5 +1,6 @@
 // CUDA kernels of the copying movement primitives: concatenate and (constant) pad, with the
-// CPU's semantics (backends/cpu/movement.cpp). Both only move elements, so they are launched
+// CPU's semantics (backends/cpu/movement.cpp), and the batched copy of a CUDA Graph's inputs
+// and outputs. Both only move elements, so they are launched
 // per element size (1, 4 or 8 bytes) and copy bits exactly: NaN payloads and -0 survive.
 // One thread per output element, grid-stride over int64 positions.
 
@@ -44,7 +45,41 @@ __global__ void pad_k(U* out, const U* x, PadPlan p, U value, int64_t n) {
   }
 }
 
+// Range blockIdx.y of the batch, grid-stride over its bytes: 16 at a time where both ends and
+// the length allow it, else one at a time.
+__global__ void copy_batch_k(CopyBatch b) {
+  const int j = blockIdx.y;
+  const auto* src = static_cast<const unsigned char*>(b.src[j]);
+  auto* dst = static_cast<unsigned char*>(b.dst[j]);
+  const int64_t n = b.bytes[j];
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  if (((reinterpret_cast<uintptr_t>(src) | reinterpret_cast<uintptr_t>(dst) | n) & 15) == 0) {
+    const auto* s4 = reinterpret_cast<const uint4*>(src);
+    auto* d4 = reinterpret_cast<uint4*>(dst);
+    for (int64_t i = first; i < n / 16; i += step)
+      d4[i] = s4[i];
+  } else {
+    for (int64_t i = first; i < n; i += step)
+      dst[i] = src[i];
+  }
+}
+
 }  // namespace
+
+int copy_batch(const CopyBatch& b, void* stream) {
+  if (b.n <= 0) return 0;
+  int64_t most = 0;
+  for (int j = 0; j < b.n; ++j)
+    most = most > b.bytes[j] ? most : b.bytes[j];
+  if (most == 0) return 0;
+  // Enough blocks for the longest range in 16-byte units, at most 1024 per range.
+  const int64_t units = (most + 15) / 16;
+  const int64_t wanted = (units + kThreads - 1) / kThreads;
+  const dim3 grid(static_cast<unsigned>(wanted < 1024 ? wanted : 1024), static_cast<unsigned>(b.n));
+  copy_batch_k<<<grid, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(b);
+  return static_cast<int>(cudaGetLastError());
+}
 
 int concat_block(int elem_size, void* out, const void* x, int64_t outer, int64_t width,
                  int64_t out_width, int64_t at, void* stream) {

@@ -8,8 +8,18 @@
 // by the host while a kernel still reads it is reused only by work ordered after that kernel.
 // When cudaMalloc fails, the cache is released (cudaFree) and the request retried once; then
 // kiln::Error says how much was asked, live and cached.
+//
+// CUDA Graph capture (capture_begin/capture_end): while a thread captures on a device, that
+// device's allocations on that thread come from a pool (its own freed blocks first, then the
+// cache, then cudaMalloc with the capture relaxed for the call), and blocks freed there go
+// back to the pool, not the cache: the graph writes them on every replay, so no other work
+// may be handed one. The pool's blocks return to the cache when the graph is destroyed.
 
 #include "runtime.h"
+
+#include <fmt/format.h>
+
+#include "launch_index.h"  // the batched copy
 
 #include <algorithm>
 #include <array>
@@ -55,6 +65,19 @@ DeviceGuard::~DeviceGuard() {
 
 namespace {
 
+// The blocks a captured graph owns (see the top of the file). `open` while the graph lives.
+struct Pool {
+  std::multimap<size_t, void*> free;
+  bool open = true;
+};
+
+// The calling thread's capture: the device it captures on, and the pool (none: -1, null).
+struct Capture {
+  int device = -1;
+  std::shared_ptr<Pool> pool;
+};
+thread_local Capture tl_capture;
+
 size_t size_class(size_t n) {
   constexpr size_t kSmall = 512, kLarge = size_t{2} << 20, kSplit = size_t{1} << 20;
   n = std::max<size_t>(n, 1);
@@ -70,13 +93,22 @@ class CachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.allocations;
     void* p = nullptr;
-    if (auto it = free_.find(c); it != free_.end()) {
+    Pool* pool = tl_capture.device == device_ ? tl_capture.pool.get() : nullptr;
+    auto take = [&](std::multimap<size_t, void*>& list) {
+      auto it = list.find(c);
+      if (it == list.end()) return false;
       p = it->second;
-      free_.erase(it);
+      list.erase(it);
       stats_.cached_bytes -= static_cast<int64_t>(c);
-    } else {
+      return true;
+    };
+    if (!(pool != nullptr && take(pool->free)) && !take(free_)) {
       DeviceGuard g(device_);
+      // cudaMalloc is not a stream operation: a capture would refuse it unless relaxed.
+      cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+      if (pool) cudaThreadExchangeStreamCaptureMode(&mode);
       cudaError_t e = cudaMalloc(&p, c);
+      if (pool) cudaThreadExchangeStreamCaptureMode(&mode);
       if (e == cudaErrorMemoryAllocation) {
         cudaGetLastError();
         release_cached();
@@ -88,7 +120,7 @@ class CachingAllocator final : public Allocator {
                   device_, c, stats_.live_bytes, stats_.cached_bytes, cudaGetErrorString(e));
       }
     }
-    sizes_[p] = c;
+    sizes_[p] = Block{c, pool ? tl_capture.pool : nullptr};
     stats_.live_bytes += static_cast<int64_t>(c);
     stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.live_bytes);
     return p;
@@ -98,11 +130,23 @@ class CachingAllocator final : public Allocator {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sizes_.find(p);
     KILN_ASSERT(it != sizes_.end(), "cuda: freeing a block this allocator does not own");
-    const size_t c = it->second;
+    const size_t c = it->second.size;
+    std::shared_ptr<Pool> pool = std::move(it->second.pool);
     sizes_.erase(it);
     stats_.live_bytes -= static_cast<int64_t>(c);
     stats_.cached_bytes += static_cast<int64_t>(c);
-    free_.emplace(c, p);
+    if (pool && pool->open)
+      pool->free.emplace(c, p);
+    else
+      free_.emplace(c, p);
+  }
+
+  // The graph that owned `pool` is gone (or was never made): its free blocks join the cache,
+  // and blocks still live join it when freed.
+  void close_pool(Pool& pool) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pool.open = false;
+    free_.merge(pool.free);
   }
 
   MemoryStats stats() const override {
@@ -132,10 +176,15 @@ class CachingAllocator final : public Allocator {
     check(first, "cudaFree (releasing the cache)");
   }
 
+  struct Block {
+    size_t size;
+    std::shared_ptr<Pool> pool;  // the capture that allocated it, if any
+  };
+
   int device_;
   mutable std::mutex mu_;
   std::multimap<size_t, void*> free_;
-  std::unordered_map<void*, size_t> sizes_;
+  std::unordered_map<void*, Block> sizes_;
   MemoryStats stats_;
 };
 
@@ -176,7 +225,21 @@ DeviceState& state(int index) {
   return *s;
 }
 
+// A copy between the host and a device cannot be recorded into a graph (the replay would
+// read the staging buffer as it is then): inside a capture it is an error, which makes the
+// caller run without the graph.
+void refuse_in_capture(int index, const char* what) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(state(index).stream, &status) == cudaSuccess &&
+      status == cudaStreamCaptureStatusNone)
+    return;
+  cudaGetLastError();
+  KILN_FAIL("cuda: a copy {} cuda:{} cannot be recorded into a CUDA Graph", what, index);
+}
+
 void copy(void* dst, Device dst_device, const void* src, Device src_device, size_t nbytes) {
+  if (src_device.is_cpu() && !dst_device.is_cpu()) refuse_in_capture(dst_device.index, "to");
+  if (dst_device.is_cpu() && !src_device.is_cpu()) refuse_in_capture(src_device.index, "from");
   auto* d = static_cast<char*>(dst);
   const auto* s = static_cast<const char*>(src);
   if (src_device.is_cpu()) {  // host -> device, through the pinned buffers
@@ -229,6 +292,78 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, size
   }
 }
 
+// ---- CUDA Graphs --------------------------------------------------------------------------
+
+struct CapturedGraph {
+  cudaGraphExec_t exec = nullptr;
+  std::shared_ptr<Pool> pool;
+};
+
+void capture_begin(int index) {
+  DeviceState& st = state(index);
+  KILN_CHECK(tl_capture.device < 0, "cuda: this thread is already capturing a CUDA Graph");
+  DeviceGuard g(index);
+  tl_capture = Capture{index, std::make_shared<Pool>()};
+  const cudaError_t e = cudaStreamBeginCapture(st.stream, cudaStreamCaptureModeThreadLocal);
+  if (e != cudaSuccess) {
+    st.allocator->close_pool(*tl_capture.pool);
+    tl_capture = Capture{};
+    check(e, "cudaStreamBeginCapture");
+  }
+}
+
+void* capture_end(int index, std::string& why) {
+  DeviceState& st = state(index);
+  DeviceGuard g(index);
+  std::shared_ptr<Pool> pool = std::move(tl_capture.pool);
+  tl_capture = Capture{};
+  cudaGraph_t graph = nullptr;
+  cudaError_t e = cudaStreamEndCapture(st.stream, &graph);
+  cudaGraphExec_t exec = nullptr;
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    why = fmt::format("{} ({})", cudaGetErrorName(e), cudaGetErrorString(e));
+    if (pool) st.allocator->close_pool(*pool);
+    return nullptr;
+  }
+  return new CapturedGraph{exec, std::move(pool)};
+}
+
+void graph_launch(int index, void* graph) {
+  DeviceGuard g(index);
+  check(cudaGraphLaunch(static_cast<CapturedGraph*>(graph)->exec, state(index).stream),
+        "cudaGraphLaunch");
+}
+
+void graph_destroy(int index, void* graph) {
+  auto* cg = static_cast<CapturedGraph*>(graph);
+  DeviceState& st = state(index);
+  DeviceGuard g(index);
+  // Errors are ignored: this runs from destructors, at exit too (after the driver is gone).
+  cudaStreamSynchronize(st.stream);
+  cudaGraphExecDestroy(cg->exec);
+  cudaGetLastError();
+  st.allocator->close_pool(*cg->pool);
+  delete cg;
+}
+
+void copy_batch(int index, const void* const* src, void* const* dst, const int64_t* bytes,
+                size_t n) {
+  DeviceGuard g(index);
+  for (size_t at = 0; at < n; at += launch::kCopyBatch) {
+    launch::CopyBatch b;
+    b.n = static_cast<int>(std::min<size_t>(launch::kCopyBatch, n - at));
+    for (int j = 0; j < b.n; ++j) {
+      b.src[j] = src[at + static_cast<size_t>(j)];
+      b.dst[j] = dst[at + static_cast<size_t>(j)];
+      b.bytes[j] = bytes[at + static_cast<size_t>(j)];
+    }
+    check(launch::copy_batch(b, stream(index)), "a batched device copy");
+  }
+}
+
 KILN_STATIC_INIT {
   DeviceBackend b;
   b.device_count = &device_count;
@@ -238,6 +373,11 @@ KILN_STATIC_INIT {
     DeviceGuard g(index);
     check(cudaStreamSynchronize(state(index).stream), "cudaStreamSynchronize");
   };
+  b.capture_begin = &capture_begin;
+  b.capture_end = &capture_end;
+  b.graph_launch = &graph_launch;
+  b.graph_destroy = &graph_destroy;
+  b.copy_batch = &copy_batch;
   add_module_functions(b);
   register_device_backend(DeviceType::cuda, b);
 };
