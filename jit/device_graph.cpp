@@ -128,7 +128,11 @@ std::optional<std::vector<Tensor>> Executable::run_graph(const std::vector<Tenso
   }
   if (!graph) {
     std::string why;
-    graph = capture(inputs, device, why);
+    try {
+      graph = capture(inputs, device, why);
+    } catch (const std::exception& e) {  // before the capture (allocating its buffers)
+      why = e.what();
+    }
     if (log_info())
       std::fprintf(stderr, "kiln: function '%s': %s on %s%s%s\n", graph_.name.c_str(),
                    graph ? "captured a CUDA Graph" : "no CUDA Graph", device.str().c_str(),
@@ -183,17 +187,31 @@ std::shared_ptr<Executable::DeviceGraph> Executable::capture(const std::vector<T
     }
     graph->var_in[s] = Tensor::empty(saved[s].shape(), saved[s].dtype(), device);
   }
+  // Holding the variables' values already: another thread calling this function meanwhile
+  // (it runs step by step) reads the same values through them.
+  std::vector<Tensor> from, to;
+  for (size_t s = 0; s < nv; ++s)
+    if (graph->var_in[s].defined()) {
+      from.push_back(saved[s].is_contiguous() ? saved[s] : saved[s].contiguous());
+      to.push_back(graph->var_in[s]);
+    }
+  copy_all(b, device, from, to);
   for (size_t s = 0; s < nv; ++s)
     if (graph->var_in[s].defined()) graph_.variables[s].var->store(graph->var_in[s]);
   std::vector<Tensor> results;
   std::string failed;
-  b.capture_begin(device.index);
+  void* handle = nullptr;
   try {
-    results = run_steps(graph->in, device);
-  } catch (const std::exception& e) {
+    b.capture_begin(device.index);
+    try {
+      results = run_steps(graph->in, device);
+    } catch (const std::exception& e) {
+      failed = e.what();
+    }
+    handle = b.capture_end(device.index, why);
+  } catch (const std::exception& e) {  // the capture could not start
     failed = e.what();
   }
-  void* handle = b.capture_end(device.index, why);
   // What the steps assigned, then the variables as the caller left them.
   for (size_t s = 0; s < nv; ++s) {
     if (!graph->var_in[s].defined()) continue;

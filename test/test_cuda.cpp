@@ -3,6 +3,7 @@
 // round-trip, the allocator's counters move as documented, gradients and traced functions
 // run on CUDA tensors. scripts/gpu-check.sh runs this on a GPU machine.
 #include <limits>
+#include <thread>
 
 #include <kiln/jit/executable.h>
 #include <kiln/kiln.h>
@@ -345,6 +346,35 @@ TEST_CASE("cuda: compiled functions replay a CUDA Graph from their second call")
     same(noisy(x.to(gpu)), want);
   }
   CHECK(jit::cuda_graph_replays() == mid);
+}
+
+TEST_CASE("cuda: threads calling one compiled function while it is captured and replayed") {
+  if (!have_gpu()) return;
+  // Inference with shared weights from four threads: one captures while the others run step
+  // by step (reading the weights through the variable meanwhile), then all replay.
+  Variable w(rnd({16, 8}, 40).to(gpu), "w");
+  const Tensor w_cpu = w.value().to(Device::cpu());
+  auto f =
+      kiln::function([&w](const Tensor& x) { return softmax(tanh(matmul(x, w.value())), -1); });
+  constexpr int kThreads = 4, kCalls = 12;
+  std::vector<std::vector<Tensor>> got(kThreads), inputs(kThreads);
+  for (int t = 0; t < kThreads; ++t)
+    for (int c = 0; c < kCalls; ++c)
+      inputs[t].push_back(rnd({5, 16}, 100 * t + c));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c)
+        got[t].push_back(f(inputs[t][c].to(gpu)));
+    });
+  for (std::thread& th : threads)
+    th.join();
+  for (int t = 0; t < kThreads; ++t)
+    for (int c = 0; c < kCalls; ++c) {
+      CAPTURE(t, c);
+      same(got[t][c], softmax(tanh(matmul(inputs[t][c], w_cpu)), -1), 1e-5, 1e-6);
+    }
+  same(w.value(), w_cpu);
 }
 
 TEST_CASE(

@@ -9,17 +9,14 @@
 // When cudaMalloc fails, the cache is released (cudaFree) and the request retried once; then
 // kiln::Error says how much was asked, live and cached.
 //
-// CUDA Graph capture (capture_begin/capture_end): while a thread captures on a device, that
-// device's allocations on that thread come from a pool (its own freed blocks first, then the
-// cache, then cudaMalloc with the capture relaxed for the call), and blocks freed there go
-// back to the pool, not the cache: the graph writes them on every replay, so no other work
+// CUDA Graph capture (capture_begin/capture_end): while a thread captures on a device, its
+// work there is recorded on a stream of its own (stream() answers it on that thread only; the
+// replays run on the device's stream), its allocations there come from a pool (its own freed blocks
+// first, then the cache, then cudaMalloc with the capture relaxed for the call), and blocks freed
+// there go back to the pool, not the cache: the graph writes them on every replay, so no other work
 // may be handed one. The pool's blocks return to the cache when the graph is destroyed.
 
 #include "runtime.h"
-
-#include <fmt/format.h>
-
-#include "launch_index.h"  // the batched copy
 
 #include <algorithm>
 #include <array>
@@ -32,6 +29,8 @@
 #include <kiln/core/allocator.h>
 #include <kiln/core/device_backend.h>
 #include <kiln/core/registry.h>
+
+#include "launch_index.h"  // the batched copy
 
 namespace kiln::cuda {
 
@@ -71,9 +70,12 @@ struct Pool {
   bool open = true;
 };
 
-// The calling thread's capture: the device it captures on, and the pool (none: -1, null).
+// The calling thread's capture: the device it captures on (-1: none), the stream it records
+// on (its own, so that other threads' work on the device's stream is neither recorded nor
+// held back), and the pool.
 struct Capture {
   int device = -1;
+  cudaStream_t stream = nullptr;
   std::shared_ptr<Pool> pool;
 };
 thread_local Capture tl_capture;
@@ -229,11 +231,7 @@ DeviceState& state(int index) {
 // read the staging buffer as it is then): inside a capture it is an error, which makes the
 // caller run without the graph.
 void refuse_in_capture(int index, const char* what) {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(state(index).stream, &status) == cudaSuccess &&
-      status == cudaStreamCaptureStatusNone)
-    return;
-  cudaGetLastError();
+  if (tl_capture.device != index) return;
   KILN_FAIL("cuda: a copy {} cuda:{} cannot be recorded into a CUDA Graph", what, index);
 }
 
@@ -273,7 +271,7 @@ void copy(void* dst, Device dst_device, const void* src, Device src_device, size
   DeviceState& st = state(src_device.index);
   DeviceGuard g(src_device.index);
   if (src_device == dst_device) {
-    check(cudaMemcpyAsync(d, s, nbytes, cudaMemcpyDeviceToDevice, st.stream),
+    check(cudaMemcpyAsync(d, s, nbytes, cudaMemcpyDeviceToDevice, stream(src_device.index)),
           "cudaMemcpyAsync (device to device)");
   } else {
     // The destination block may still be read by work queued on its own stream: the copy
@@ -300,25 +298,28 @@ struct CapturedGraph {
 };
 
 void capture_begin(int index) {
-  DeviceState& st = state(index);
+  state(index);  // the device exists, its stream and allocator are made
   KILN_CHECK(tl_capture.device < 0, "cuda: this thread is already capturing a CUDA Graph");
   DeviceGuard g(index);
-  tl_capture = Capture{index, std::make_shared<Pool>()};
-  const cudaError_t e = cudaStreamBeginCapture(st.stream, cudaStreamCaptureModeThreadLocal);
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate (capture)");
+  const cudaError_t e = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
   if (e != cudaSuccess) {
-    st.allocator->close_pool(*tl_capture.pool);
-    tl_capture = Capture{};
+    cudaStreamDestroy(s);
     check(e, "cudaStreamBeginCapture");
   }
+  tl_capture = Capture{index, s, std::make_shared<Pool>()};
 }
 
 void* capture_end(int index, std::string& why) {
   DeviceState& st = state(index);
   DeviceGuard g(index);
   std::shared_ptr<Pool> pool = std::move(tl_capture.pool);
+  cudaStream_t s = tl_capture.stream;
   tl_capture = Capture{};
   cudaGraph_t graph = nullptr;
-  cudaError_t e = cudaStreamEndCapture(st.stream, &graph);
+  cudaError_t e = cudaStreamEndCapture(s, &graph);
+  cudaStreamDestroy(s);
   cudaGraphExec_t exec = nullptr;
   if (e == cudaSuccess) e = cudaGraphInstantiate(&exec, graph, 0);
   if (graph != nullptr) cudaGraphDestroy(graph);
@@ -385,6 +386,7 @@ KILN_STATIC_INIT {
 }  // namespace
 
 cudaStream_t stream(int index) {
+  if (tl_capture.device == index) return tl_capture.stream;
   return state(index).stream;
 }
 

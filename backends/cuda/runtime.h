@@ -36,6 +36,8 @@ class DeviceGuard {
 
 // The stream every kernel and copy on device `index` is ordered on (non-blocking, created on
 // first use). One stream per device makes reuse of freed blocks stream-ordered by construction.
+// On a thread that is capturing a CUDA Graph on that device: the capture's own stream, whose
+// work is recorded, not run (runtime.cpp).
 cudaStream_t stream(int index);
 
 // Fills in the JIT's entries (module.cpp) of the backend that runtime.cpp registers.
