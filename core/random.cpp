@@ -182,7 +182,12 @@ std::vector<Tensor> like_kernel(std::span<const Tensor> in, const Attrs& a,
                                 std::span<const TensorType> out) {
   static const OpDef& sized = registry().op(kDistributions[D].sized);
   const Device device = in[0].device();
-  if (KernelFn k = sized.kernel(device.type)) return k({}, a, out);
+  if (device.is_cpu()) return sized.kernel(DeviceType::cpu)({}, a, out);
+  if (KernelFn k = sized.kernel(device.type)) {
+    Attrs on = a;  // a sized draw has no input to say where it runs
+    on.set("device", static_cast<int64_t>(device.index));
+    return k({}, on, out);
+  }
   // A device without a kernel of its own: drawn on the host with the same counters, then
   // copied, so the values are the CPU's bit for bit.
   std::vector<Tensor> host = sized.kernel(DeviceType::cpu)({}, a, out);
@@ -234,21 +239,31 @@ Tensor draw(const char* name, const Shape& shape, DType dtype, Attrs params) {
   return dispatch1(op, {}, params);
 }
 
-// A draw shaped like `x`, on x's device. With a fully known shape it is the sized draw (so
-// eager code and traces of known shapes are unchanged); with unknown dims (only inside a trace) it
-// is the _like primitive, whose counters are reserved when the graph runs: its "blocks" is -1 and
-// "seed"/"offset" hold the state at trace time (see redraw()).
+// A draw shaped like `x`, on x's device. With a fully known shape on the CPU or in a trace it
+// is the sized draw (so eager code and traces of known shapes are unchanged); for a tensor on
+// another device, the _like primitive with counters reserved now, which runs on that device;
+// with unknown dims (only inside a trace), the _like primitive whose counters are reserved
+// when the graph runs: its "blocks" is -1 and "seed"/"offset" hold the state at trace time
+// (see redraw()).
 Tensor draw_like(size_t d, const Tensor& x, DType dtype, Attrs params) {
   const Distribution& dist = kDistributions[d];
   const auto& dims = x.shape().dims();
-  if (std::all_of(dims.begin(), dims.end(), [](int64_t n) { return n >= 0; })) {
-    // Drawn on the host, then placed on x's device: the CPU's numbers on every device.
-    Tensor t = draw(dist.sized, x.shape(), dtype, std::move(params));
-    if (!x.is_symbolic() && t.device() != x.device()) t = t.to(x.device());
-    return t;
-  }
+  const bool known = std::all_of(dims.begin(), dims.end(), [](int64_t n) { return n >= 0; });
+  if (known && (x.is_symbolic() || x.device().is_cpu()))
+    return draw(dist.sized, x.shape(), dtype, std::move(params));
   const OpDef& op = registry().op(dist.like);
   params.set("dtype", dtype);
+  if (known) {
+    // A tensor on a device: the _like draw runs there (its kernel, or the CPU's and a copy),
+    // with counters reserved now, as draw() does.
+    op.infer()(op, std::vector<TensorType>{x.type()}, params);
+    const uint64_t blocks = blocks_for(dist.like, dtype, x.numel());
+    const State st = reserve(blocks);
+    params.set("seed", static_cast<int64_t>(st.seed))
+        .set("offset", static_cast<int64_t>(st.offset))
+        .set("blocks", static_cast<int64_t>(blocks));
+    return dispatch1(op, {x}, params);
+  }
   const State st = state();
   params.set("seed", static_cast<int64_t>(st.seed))
       .set("offset", static_cast<int64_t>(st.offset))

@@ -13,6 +13,7 @@
 #include <kiln/backends/cpu/parallel.h>
 #include <kiln/core/arena.h>
 #include <kiln/core/device_backend.h>
+#include <kiln/core/random.h>
 #include <kiln/jit/cuda/ptx.h>
 #include <kiln/jit/pipeline.h>
 #include <kiln/tracer/file_util.h>
@@ -643,6 +644,14 @@ std::vector<Tensor> Executable::run_steps(const std::vector<Tensor>& inputs, Dev
       } else if (op != nullptr && op->has(kCreation) && !op->has(kStateful) &&
                  n.outputs.size() == 1) {
         vals[static_cast<size_t>(n.outputs[0])] = device_created(n, device);
+      } else if (op != nullptr && op->has(kStateful) && n.inputs.empty() &&
+                 op->kernel(device.type) != nullptr) {
+        // A random draw with a device kernel: drawn there, with fresh counters (the CPU's
+        // numbers for the same counters).
+        Attrs a = random::redraw(*op, {}, n.attrs);
+        a.set("device", static_cast<int64_t>(device.index));
+        const TensorType type = g.types[static_cast<size_t>(n.outputs[0])];
+        vals[static_cast<size_t>(n.outputs[0])] = op->kernel(device.type)({}, a, {&type, 1})[0];
       } else {
         tracer::run_node(g, n, vals, g.variables);
         // Values born on the host (creation ops, which have no input to say where to run):

@@ -420,15 +420,42 @@ TEST_CASE("cuda: eager training pieces: adam_update, cross-entropy and its gradi
 
 TEST_CASE("cuda: random draws shaped like a CUDA tensor equal the CPU's under one seed") {
   if (!have_gpu()) return;
-  const Tensor x = zeros({1000}), xg = x.to(gpu);
-  auto draws = [](const Tensor& t) {
-    random::seed(123);
-    return std::vector<Tensor>{random::uniform_like(t, -1, 1), random::normal_like(t, 0, 2),
-                               random::bernoulli_like(t, 0.3)};
-  };
-  const std::vector<Tensor> want = draws(x), got = draws(xg);
-  for (size_t i = 0; i < want.size(); ++i) {
-    CHECK(got[i].device() == gpu);
-    CHECK(got[i].to(Device::cpu()).to_vector<double>() == want[i].to_vector<double>());
+  // Uniform, randint and bernoulli run Philox on the device; normal is drawn on the host and
+  // copied. Odd sizes leave a partial last block; a large one spans many thread blocks.
+  for (int64_t n : {1, 7, 1001, 1 << 20}) {
+    CAPTURE(n);
+    const Tensor x = zeros({n}), xg = x.to(gpu);
+    const Tensor x64 = zeros({n}, f64), x64g = x64.to(gpu);
+    const Tensor xi = zeros({n}, i64), xig = xi.to(gpu);
+    auto draws = [](const Tensor& t, const Tensor& t64, const Tensor& ti) {
+      random::seed(123);
+      return std::vector<Tensor>{random::uniform_like(t, -1, 1),   random::normal_like(t, 0, 2),
+                                 random::bernoulli_like(t, 0.3),   random::uniform_like(t64, 2, 3),
+                                 random::normal_like(t64, 1, 0.5), random::randint_like(ti, -5, 9),
+                                 random::uniform_like(t, 0, 1e-30)};
+    };
+    const std::vector<Tensor> want = draws(x, x64, xi), got = draws(xg, x64g, xig);
+    for (size_t i = 0; i < want.size(); ++i) {
+      CAPTURE(i);
+      CHECK(got[i].device() == gpu);
+      CHECK(got[i].to(Device::cpu()).to_vector<double>() == want[i].to_vector<double>());
+    }
+  }
+  // Traced: a sized draw in a compiled function runs the device kernel with fresh counters on
+  // every call, the same numbers as the same function on the CPU.
+  auto draws = kiln::function([](const Tensor& t) {
+    return std::vector<Tensor>{t * 2.f, random::uniform({64, 3}, -1, 1),
+                               random::randint({64, 3}, 0, 4, i32)};
+  });
+  const Tensor x = rnd({64, 3}, 50);
+  for (int call = 0; call < 3; ++call) {
+    random::seed(77 + call);
+    const std::vector<Tensor> want = draws(x);
+    random::seed(77 + call);
+    const std::vector<Tensor> got = draws(x.to(gpu));
+    for (size_t i = 1; i < 3; ++i) {
+      CHECK(got[i].device() == gpu);
+      CHECK(got[i].to(Device::cpu()).to_vector<double>() == want[i].to_vector<double>());
+    }
   }
 }

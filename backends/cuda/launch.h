@@ -83,4 +83,22 @@ enum class Reduce : int { sum, max, min, prod };
 int reduce(Reduce op, int dtype, void* out, const void* x, int64_t outer, int64_t reduced,
            int64_t inner, void* stream);
 
+// ---- random.cu: the draws of backends/cpu/random.cpp, bit for bit. Element i of a draw is
+// lane i % per_block of Philox 4x32-10 block (offset + i / per_block) under key `seed`; one
+// thread per block. The float arithmetic is rounded step by step, as the CPU's (compiled
+// without contraction into fused multiply-adds).
+struct Philox {
+  uint64_t seed = 0;
+  uint64_t offset = 0;
+};
+// f32 or f64 in [lo, hi): lo + (hi - lo) * u, and `top` (the largest value below hi) where
+// that rounds up to hi.
+int rng_uniform(int dtype, void* out, int64_t n, Philox p, double lo, double hi, double top,
+                void* stream);
+// i32 or i64: lo + (64 random bits) % range.
+int rng_randint(int dtype, void* out, int64_t n, Philox p, int64_t lo, uint64_t range,
+                void* stream);
+// bool: a 32-bit lane below `threshold` (p * 2^32).
+int rng_bernoulli(void* out, int64_t n, Philox p, uint64_t threshold, void* stream);
+
 }  // namespace kiln::cuda::launch
