@@ -6,12 +6,12 @@
 // caller holds is ever written, and a replay costs three launches however many steps it has.
 //
 // Not captured (the calls run step by step; KILN_LOG=info says why): graphs with unknown dims,
-// random draws (drawn on the host), control flow (its predicate is read on the host), graphs
-// whose copies would cost more than the launches they save (over a MiB per step), inputs
-// or variables not on the device, and steps that read device values on the host (the data
-// checks of gather, scatter_add and integer division): a capture that meets one fails, is
-// discarded, and the device is marked off for this Executable. KILN_CUDA_GRAPHS=0 turns
-// capture off.
+// random draws (a replay would repeat their counters), control flow (its predicate is read on
+// the host), graphs whose copies would cost more than the launches they save (over a MiB per
+// step), inputs or variables not on the device, and steps that read device values on the host
+// (the data checks of gather, scatter_add and integer division): a capture that meets one
+// fails, is discarded, and the device is marked off for this Executable. KILN_CUDA_GRAPHS=0
+// turns capture off.
 
 #include <atomic>
 #include <cstdio>
@@ -87,7 +87,7 @@ std::string Executable::not_capturable() const {
       return fmt::format("it has control flow ({} reads its predicate on the host)", n.op);
     const OpDef* op = registry().find(n.op);
     if (op != nullptr && op->has(kStateful))
-      return fmt::format("it draws random numbers ({}, drawn on the host)", n.op);
+      return fmt::format("it draws random numbers ({}: a replay would repeat its counters)", n.op);
   }
   // A replay saves a launch per step and costs its copies: copying a MiB in or out takes the
   // device about what a launch costs the host, so past a MiB per step the graph is slower
