@@ -23,46 +23,46 @@ launch::Philox counters(const Attrs& a) {
   return {static_cast<uint64_t>(a.i("seed")), static_cast<uint64_t>(a.i("offset"))};
 }
 
+// The draw's output on its device, filled there by launch(data, numel, stream).
+template <class Launch>
+std::vector<Tensor> draw(const Attrs& a, const char* op, const TensorType& type, Launch&& launch) {
+  const Device dev = device_of(a, op);
+  DeviceGuard g(dev.index);
+  Tensor t = Tensor::empty(type.shape, type.dtype, dev);
+  check(launch(t.mutable_data<char>(), t.numel(), stream(dev.index)), op);
+  return {t};
+}
+
 std::vector<Tensor> uniform_kernel(std::span<const Tensor>, const Attrs& a,
                                    std::span<const TensorType> out) {
-  const Device dev = device_of(a, "rng_uniform");
-  DeviceGuard g(dev.index);
-  Tensor t = Tensor::empty(out[0].shape, out[0].dtype, dev);
   const double lo = a.f("lo"), hi = a.f("hi");
+  const int dtype = static_cast<int>(out[0].dtype);
   // The largest value below hi in the output's precision, as the CPU kernel's.
   const double top =
       out[0].dtype == DType::f32
           ? static_cast<double>(std::nextafter(static_cast<float>(hi), static_cast<float>(lo)))
           : std::nextafter(hi, lo);
-  check(launch::rng_uniform(static_cast<int>(out[0].dtype), t.mutable_data<char>(), t.numel(),
-                            counters(a), lo, hi, top, stream(dev.index)),
-        "rng_uniform");
-  return {t};
+  return draw(a, "rng_uniform", out[0], [&](void* data, int64_t n, cudaStream_t s) {
+    return launch::rng_uniform(dtype, data, n, counters(a), lo, hi, top, s);
+  });
 }
 
 std::vector<Tensor> randint_kernel(std::span<const Tensor>, const Attrs& a,
                                    std::span<const TensorType> out) {
-  const Device dev = device_of(a, "rng_randint");
-  DeviceGuard g(dev.index);
-  Tensor t = Tensor::empty(out[0].shape, out[0].dtype, dev);
   const int64_t lo = a.i("lo");
   const uint64_t range = static_cast<uint64_t>(a.i("hi")) - static_cast<uint64_t>(lo);
-  check(launch::rng_randint(static_cast<int>(out[0].dtype), t.mutable_data<char>(), t.numel(),
-                            counters(a), lo, range, stream(dev.index)),
-        "rng_randint");
-  return {t};
+  const int dtype = static_cast<int>(out[0].dtype);
+  return draw(a, "rng_randint", out[0], [&](void* data, int64_t n, cudaStream_t s) {
+    return launch::rng_randint(dtype, data, n, counters(a), lo, range, s);
+  });
 }
 
 std::vector<Tensor> bernoulli_kernel(std::span<const Tensor>, const Attrs& a,
                                      std::span<const TensorType> out) {
-  const Device dev = device_of(a, "rng_bernoulli");
-  DeviceGuard g(dev.index);
-  Tensor t = Tensor::empty(out[0].shape, out[0].dtype, dev);
   const auto threshold = static_cast<uint64_t>(std::ldexp(a.f("p"), 32));
-  check(launch::rng_bernoulli(t.mutable_data<char>(), t.numel(), counters(a), threshold,
-                              stream(dev.index)),
-        "rng_bernoulli");
-  return {t};
+  return draw(a, "rng_bernoulli", out[0], [&](void* data, int64_t n, cudaStream_t s) {
+    return launch::rng_bernoulli(data, n, counters(a), threshold, s);
+  });
 }
 
 KILN_STATIC_INIT {
