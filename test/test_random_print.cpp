@@ -154,6 +154,28 @@ TEST_CASE("large draws equal a serial Philox reference element by element") {
   }
 }
 
+TEST_CASE("uniform draws round each operation on its own, on every build") {
+  // lo + (hi - lo) * u with the product rounded before the sum: a build that fused them into
+  // one multiply-add (as -march=native allows) would differ in the last bit of some values,
+  // and from the CUDA kernels, which round step by step too. 0.6 = hi - lo is inexact, so the
+  // rounding of the product shows.
+  const int64_t n = 4096;
+  random::seed(0xF00D);
+  const auto st = random::state();
+  const double lo = 0.1, hi = 0.7;
+  const auto v = random::uniform({n}, lo, hi, f64).to_vector<double>();
+  int64_t differ = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const Block r = ref_block(st.seed, st.offset + static_cast<uint64_t>(i / 2));
+    const int j = static_cast<int>(i % 2);
+    const uint64_t bits = (static_cast<uint64_t>(r[2 * j]) << 32 | r[2 * j + 1]) >> 11;
+    volatile double product = (hi - lo) * (static_cast<double>(bits) * 0x1.0p-53);
+    const double want = lo + product;
+    differ += v[static_cast<size_t>(i)] != want;
+  }
+  CHECK(differ == 0);
+}
+
 TEST_CASE("uniform statistics and range") {
   random::seed(7);
   auto v = random::uniform({200000}, 2, 6).to_vector<double>();
