@@ -166,23 +166,7 @@ int conv_direct(int dtype, void* y, const void* x, const void* w, const Window& 
     conv_direct_k<<<blocks_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), g, O);
   };
-  switch (dtype) {
-    case kBool:
-      go(bool{});
-      break;
-    case kU8:
-      go(uint8_t{});
-      break;
-    case kI32:
-      go(int32_t{});
-      break;
-    case kI64:
-      go(int64_t{});
-      break;
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-  return static_cast<int>(cudaGetLastError());
+  return visit_dtypes<kBool, kU8, kI32, kI64>(dtype, go);
 }
 
 }  // namespace kiln::cuda::launch

@@ -365,13 +365,7 @@ int adam(int dtype, const void* var, const void* m, const void* v, const void* g
         static_cast<T>(1 - beta1), static_cast<T>(beta2), static_cast<T>(1 - beta2),
         static_cast<T>(eps));
   };
-  if (dtype == kF32)
-    go(float{});
-  else if (dtype == kF64)
-    go(double{});
-  else
-    return static_cast<int>(cudaErrorInvalidValue);
-  return static_cast<int>(cudaGetLastError());
+  return floating(dtype, go);
 }
 
 int fill(int dtype, void* out, double value, int64_t n, void* stream) {

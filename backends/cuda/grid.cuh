@@ -44,17 +44,47 @@ int visit_size(int size, F&& f) {
   }
 }
 
-// Runs go(T{}) for f32 (float) and f64 (double): the launch's error, or cudaErrorInvalidValue
-// for another dtype code.
+// The C++ type of a dtype code.
+template <int code>
+struct TypeOf;
+template <>
+struct TypeOf<kBool> {
+  using type = bool;
+};
+template <>
+struct TypeOf<kU8> {
+  using type = uint8_t;
+};
+template <>
+struct TypeOf<kI32> {
+  using type = int32_t;
+};
+template <>
+struct TypeOf<kI64> {
+  using type = int64_t;
+};
+template <>
+struct TypeOf<kF32> {
+  using type = float;
+};
+template <>
+struct TypeOf<kF64> {
+  using type = double;
+};
+
+// Runs go(T{}) for the type of `dtype` when it is one of Codes (a launch): the launch's
+// error, or cudaErrorInvalidValue for another dtype code.
+template <int... Codes, class Go>
+int visit_dtypes(int dtype, Go&& go) {
+  const bool known = ((dtype == Codes ? (go(typename TypeOf<Codes>::type{}), true) : false) || ...);
+  if (!known) return static_cast<int>(cudaErrorInvalidValue);
+  return static_cast<int>(cudaGetLastError());
+}
+
+// f32 (float) and f64 (double) only.
 template <class Go>
 int floating(int dtype, Go&& go) {
-  if (dtype == kF32)
-    go(float{});
-  else if (dtype == kF64)
-    go(double{});
-  else
-    return static_cast<int>(cudaErrorInvalidValue);
-  return static_cast<int>(cudaGetLastError());
+  return visit_dtypes<kF32, kF64>(dtype, static_cast<Go&&>(go));
 }
 
 }  // namespace kiln::cuda::launch

@@ -26,12 +26,12 @@
 #include <cstdlib>
 #include <string>
 
+#include <kiln/backends/cpu/window.h>  // the windows' geometry
 #include <kiln/core/device_backend.h>
 #include <kiln/core/dispatch.h>
 #include <kiln/core/ops.h>
 #include <kiln/core/registry.h>
 #include <kiln/core/tensor.h>
-#include <kiln/core/window_util.h>
 
 #include "blas.h"
 #include "launch_nn.h"
@@ -48,30 +48,11 @@ int code(DType d) {
   return static_cast<int>(d);
 }
 
-// backends/cpu/window.h's geometry(): `in` the forward input's shape [N,H,W,C], `out` the
-// forward output's [N,OH,OW,*]; a (kh, kw) window; strides, dilations (conv only) and
-// TensorFlow's padding (detail::same_pad_total), the smaller half before.
+// The CPU's geometry (backends/cpu/window.h: strides, dilations, TensorFlow's padding) as the
+// plain struct the .cu files take; the padding after is implied by OH and OW.
 Window window(const Shape& in, const Shape& out, int64_t kh, int64_t kw, const Attrs& a) {
-  Window g;
-  g.N = in[0];
-  g.H = in[1];
-  g.W = in[2];
-  g.C = in[3];
-  g.OH = out[1];
-  g.OW = out[2];
-  g.KH = kh;
-  g.KW = kw;
-  g.SH = a.ints("strides")[0];
-  g.SW = a.ints("strides")[1];
-  if (a.has("dilations")) {
-    g.DH = a.ints("dilations")[0];
-    g.DW = a.ints("dilations")[1];
-  }
-  if (a.str("padding") == "SAME") {
-    g.PT = detail::same_pad_total(g.H, g.OH, g.KH, g.SH, g.DH) / 2;
-    g.PL = detail::same_pad_total(g.W, g.OW, g.KW, g.SW, g.DW) / 2;
-  }
-  return g;
+  const cpu::Window c = cpu::geometry(in, out, kh, kw, a);
+  return Window{c.N, c.H, c.W, c.C, c.OH, c.OW, c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.PT, c.PL};
 }
 
 // Whether the patch matrix is x itself: a 1x1 window, unit strides, no padding.

@@ -179,26 +179,7 @@ T lowest() {
 // Runs go(T{}) for the pooling dtypes (all but bool); cudaErrorInvalidValue for others.
 template <class Go>
 int pooling_dtypes(int dtype, Go&& go) {
-  switch (dtype) {
-    case kU8:
-      go(uint8_t{});
-      break;
-    case kI32:
-      go(int32_t{});
-      break;
-    case kI64:
-      go(int64_t{});
-      break;
-    case kF32:
-      go(float{});
-      break;
-    case kF64:
-      go(double{});
-      break;
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-  return static_cast<int>(cudaGetLastError());
+  return visit_dtypes<kU8, kI32, kI64, kF32, kF64>(dtype, static_cast<Go&&>(go));
 }
 
 int64_t outputs(const Window& g) {

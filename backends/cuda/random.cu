@@ -107,16 +107,11 @@ int rng_uniform(int dtype, void* out, int64_t n, Philox p, double lo, double hi,
 int rng_randint(int dtype, void* out, int64_t n, Philox p, int64_t lo, uint64_t range,
                 void* stream) {
   if (n == 0) return 0;
-  auto st = static_cast<cudaStream_t>(stream);
-  if (dtype == kI32)
-    randint_k<<<blocks_for((n + 1) / 2), kThreads, 0, st>>>(static_cast<int32_t*>(out), n, p, lo,
-                                                            range);
-  else if (dtype == kI64)
-    randint_k<<<blocks_for((n + 1) / 2), kThreads, 0, st>>>(static_cast<int64_t*>(out), n, p, lo,
-                                                            range);
-  else
-    return static_cast<int>(cudaErrorInvalidValue);
-  return static_cast<int>(cudaGetLastError());
+  return visit_dtypes<kI32, kI64>(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    randint_k<<<blocks_for((n + 1) / 2), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+        static_cast<T*>(out), n, p, lo, range);
+  });
 }
 
 int rng_bernoulli(void* out, int64_t n, Philox p, uint64_t threshold, void* stream) {

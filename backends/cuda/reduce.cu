@@ -11,6 +11,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "grid.cuh"
 #include "launch.h"
 
 namespace kiln::cuda::launch {
@@ -95,23 +96,7 @@ int reduce(Reduce op, int dtype, void* out, const void* x, int64_t outer, int64_
       reduce_k<<<blocks, 256, 0, st>>>(op, init_of<T>(op), static_cast<T*>(out),
                                        static_cast<const T*>(x), outer, reduced, inner);
   };
-  switch (dtype) {
-    case kI32:
-      go(int32_t{});
-      break;
-    case kI64:
-      go(int64_t{});
-      break;
-    case kF32:
-      go(float{});
-      break;
-    case kF64:
-      go(double{});
-      break;
-    default:
-      return static_cast<int>(cudaErrorInvalidValue);
-  }
-  return static_cast<int>(cudaGetLastError());
+  return visit_dtypes<kI32, kI64, kF32, kF64>(dtype, go);
 }
 
 }  // namespace kiln::cuda::launch
