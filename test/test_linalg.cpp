@@ -275,14 +275,32 @@ TEST_CASE("matmul: errors name the op, shapes and dtypes", "[linalg]") {
 }
 
 TEST_CASE("matmul: oneDNN primitives are cached", "[linalg]") {
-  Tensor a = ones(Shape{13, 29}), b = ones(Shape{29, 31});
+  // Batched products with a batch of weights go to a primitive, made once per layout.
+  Tensor a = ones(Shape{2, 13, 29}), b = ones(Shape{2, 29, 31});
   matmul(a, b);
   const size_t n = kiln::cpu::onednn_cache_size();
-  Tensor c = matmul(ones(Shape{13, 29}), ones(Shape{29, 31}));
+  Tensor c = matmul(ones(Shape{2, 13, 29}), ones(Shape{2, 29, 31}));
   CHECK(kiln::cpu::onednn_cache_size() == n);
-  check_close(c, std::vector<double>(13 * 31, 29.0));
-  matmul(ones(Shape{14, 29}), b);
+  check_close(c, std::vector<double>(2 * 13 * 31, 29.0));
+  matmul(ones(Shape{2, 14, 29}), b);
   CHECK(kiln::cpu::onednn_cache_size() == n + 1);
+  // Plain 2-D products (transposed or not, batches that fold into rows) call dnnl_sgemm
+  // and make no primitive.
+  const size_t m = kiln::cpu::onednn_cache_size();
+  Tensor x = reshape(arange(0, 35, 1, f32), {5, 7});
+  Tensor y = reshape(arange(0, 21, 1, f32), {7, 3});
+  const Tensor got[] = {matmul(x, y),
+                        matmul(transpose(transpose(x, {1, 0}).contiguous(), {1, 0}), y),
+                        matmul(x, transpose(transpose(y, {1, 0}).contiguous(), {1, 0})),
+                        reshape(matmul(reshape(x, {1, 5, 7}), y), {5, 3})};
+  CHECK(kiln::cpu::onednn_cache_size() == m);
+  std::vector<double> want(15, 0.0);  // sum_k (7i + k) (3k + j)
+  for (int i = 0; i < 5; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 7; ++k)
+        want[static_cast<size_t>(i * 3 + j)] += (7.0 * i + k) * (3.0 * k + j);
+  for (const Tensor& t : got)
+    check_close(t, want);
 }
 
 TEST_CASE("conv2d: hand-worked 3x3 VALID and SAME", "[linalg]") {

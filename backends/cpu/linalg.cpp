@@ -142,6 +142,21 @@ void matmul_loops(const Mat3& a, Mat3 b, T* out, int64_t B, int64_t M, int64_t K
 }
 
 // ---- oneDNN ------------------------------------------------------------------------------
+// Outputs up to this many elements may take dnnl_sgemm plus a separate bias/relu pass.
+constexpr int64_t kSgemmEpilogueElements = 1 << 16;
+
+// out[r, :] = act(out[r, :] + bias) over `rows` rows of N.
+void bias_act_rows(float* o, const float* pb, int64_t rows, int64_t N, bool relu) {
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r)
+                   for (int64_t j = 0; j < N; ++j) {
+                     const float v = o[r * N + j] + pb[j];
+                     o[r * N + j] = relu ? (v > 0.f ? v : 0.f) : v;
+                   }
+               });
+}
+
 // Runs out = a x b through oneDNN, plus bias (a [N] vector) and a relu post-op when asked;
 // false when oneDNN refuses the layout.
 bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t M, int64_t K,
@@ -168,6 +183,21 @@ bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t 
     bs = {bb == 1 ? std::max(b.sr * K, b.sc * N) : b.sb, b.sr, b.sc};
     od = {B, M, N};
     os = {M * N, N, 1};
+  }
+  // A plain 2-D product goes straight to dnnl_sgemm: the same JIT kernels as the primitive
+  // without its per-call memory objects and argument map, which cost as much as the whole
+  // product at the sizes of a small layer. The bias and relu then run as an epilogue, so
+  // only small outputs (a pass over them costs little) take this road when there is one.
+  const int64_t rows = fold ? B * M : M;
+  if ((fold || B == 1) && (bias == nullptr || rows * N <= kSgemmEpilogueElements)) {
+    const char ta = is_row_major(a) ? 'N' : 'T', tb = is_row_major(b) ? 'N' : 'T';
+    const int64_t lda = ta == 'N' ? a.sr : a.sc, ldb = tb == 'N' ? b.sr : b.sc;
+    const float* pa = reinterpret_cast<const float*>(a.base());
+    const float* pb = reinterpret_cast<const float*>(b.base());
+    if (dnnl_sgemm(ta, tb, rows, N, K, 1.f, pa, lda, pb, ldb, 0.f, out, N) == dnnl_success) {
+      if (bias != nullptr) bias_act_rows(out, bias, rows, N, relu);
+      return true;
+    }
   }
   dims biasd(od.size(), 1);
   biasd.back() = N;
@@ -259,15 +289,7 @@ std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Att
     std::memset(o, 0, static_cast<size_t>(out.numel()) * sizeof(float));
   else
     matmul_loops<float>(ma, mb, o, 1, M, K, N);
-  const float* pb = bias.data<float>();
-  parallel_for(M, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)),
-               [&](int64_t r0, int64_t r1) {
-                 for (int64_t r = r0; r < r1; ++r)
-                   for (int64_t j = 0; j < N; ++j) {
-                     const float v = o[r * N + j] + pb[j];
-                     o[r * N + j] = relu ? (v > 0.f ? v : 0.f) : v;
-                   }
-               });
+  bias_act_rows(o, bias.data<float>(), M, N, relu);
   return {out};
 }
 
