@@ -1,6 +1,7 @@
-// The CPU matmul kernel. f32 goes to a cached oneDNN matmul primitive, described with the
-// operands' own strides so transposed views and shared weights are not copied; other
-// dtypes (and any layout oneDNN refuses) use a row-parallel i-k-j loop.
+// The CPU matmul kernel. f32 goes to oneDNN, described with the operands' own strides so
+// transposed views and shared weights are not copied: a 2-D product to dnnl_sgemm, a
+// batched one to a cached matmul primitive. Other dtypes (and any layout oneDNN refuses)
+// use a row-parallel i-k-j loop.
 //
 // Every operand is first reduced to a 3-D view [B, R, C] with one batch stride:
 //   - a 1-D operand gets its missing dim (a: [1,K], b: [K,1]);
