@@ -4,6 +4,8 @@
 #include <benchmark/benchmark.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include <chrono>
+
 #include <kiln/jit/cpu/codegen.h>
 #include <kiln/jit/executable.h>
 #include <kiln/kiln.h>
@@ -80,6 +82,40 @@ void BM_mlp_train_step_compiled(benchmark::State& state) {
       static_cast<double>(step.get_concrete_function(mlp.x, mlp.labels).kernel_count());
 }
 BENCHMARK(BM_mlp_train_step_compiled)->Unit(benchmark::kMicrosecond);
+
+// The ratio of the two above, measured in alternation: each iteration runs one eager step
+// and one compiled step (of two separate models), so a change in the machine's speed during
+// the run weighs on both sides alike. On a shared VM whose speed drifts by tens of percent
+// between benchmarks, this is the ratio to report.
+void BM_mlp_train_step_eager_over_compiled(benchmark::State& state) {
+  using Clock = std::chrono::steady_clock;
+  Mlp eager_mlp, traced_mlp;
+  kiln_examples::Adam eager_adam, traced_adam;
+  const auto params = eager_mlp.params();
+  auto step = traced_step(traced_mlp, traced_adam);
+  step(traced_mlp.x, traced_mlp.labels);
+  double eager_s = 0, compiled_s = 0;
+  for (auto _ : state) {
+    const Clock::time_point t0 = Clock::now();
+    {
+      kiln::GradientTape tape;
+      kiln::Tensor loss = eager_mlp.loss();
+      eager_adam.apply(tape.gradient(loss, params), params);
+      benchmark::DoNotOptimize(loss.get());
+    }
+    const Clock::time_point t1 = Clock::now();
+    kiln::Tensor loss = step(traced_mlp.x, traced_mlp.labels);
+    benchmark::DoNotOptimize(loss.get());
+    const Clock::time_point t2 = Clock::now();
+    eager_s += std::chrono::duration<double>(t1 - t0).count();
+    compiled_s += std::chrono::duration<double>(t2 - t1).count();
+  }
+  const double n = static_cast<double>(state.iterations());
+  state.counters["eager_us"] = 1e6 * eager_s / n;
+  state.counters["compiled_us"] = 1e6 * compiled_s / n;
+  state.counters["ratio"] = eager_s / compiled_s;
+}
+BENCHMARK(BM_mlp_train_step_eager_over_compiled)->Unit(benchmark::kMicrosecond);
 
 // Compiling that step: a new Executable each time, with the process's kernel modules
 // forgotten so that LLVM really optimizes and compiles them (as in a fresh process).
