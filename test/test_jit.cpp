@@ -312,6 +312,64 @@ TEST_CASE("jit: softmax and layer norm are one row program each") {
   }
 }
 
+TEST_CASE("jit: short rows run eight at a time, one per lane, and match the interpreter") {
+  // A softmax cross-entropy with its gradient (full and per-row outputs, a per-row label
+  // input, bool intermediates, exp and log), a column bias, tanh and erf; and in f64 the same
+  // through libm (one call per lane).
+  auto head = [](const Tensor& logits, const Tensor& labels, const Tensor& bias) {
+    Tensor z = logits + bias;
+    Tensor hit = equal(iota(z.shape(), 1, i32), labels);
+    Tensor lse = logsumexp(z, {-1}, true);
+    Tensor loss = lse - sum(where(hit, z, 0.f), {-1}, true);
+    Tensor grad = exp(z - lse) - cast(hit, f32);
+    Tensor mixed = sum(tanh(z) * erf(z), {-1}) + max(abs(z), {-1});
+    return std::vector<Tensor>{loss, grad, mixed, softmax(z, -1)};
+  };
+  auto head64 = [](const Tensor& x, const Tensor& c) {
+    Tensor z = x * c;
+    return std::vector<Tensor>{log(sum(exp(z), {-1})), softmax(z, -1), max(z, {-1}, true)};
+  };
+  auto f = kiln::function(head);
+  auto ref = kiln::function(head, kInterpreted);
+  auto f64fn = kiln::function(head64);
+  auto ref64 = kiln::function(head64, kInterpreted);
+  // Row counts around the lane count (and 5003, which two threads split at an odd row).
+  for (int64_t rows : {1, 7, 8, 9, 23, 5003})
+    for (int64_t cols : {1, 3, 10, 32, 33}) {
+      INFO(rows << " x " << cols);
+      const uint32_t seed = static_cast<uint32_t>(rows * 100 + cols);
+      const Tensor x = rnd({rows, cols}, seed, -6, 6);
+      const Tensor labels =
+          cast(floor(rnd({rows, 1}, seed + 1, 0, static_cast<double>(cols) - 0.01)), i32);
+      const Tensor bias = rnd({cols}, seed + 2);
+      const auto got = f(x, labels, bias), want = ref(x, labels, bias);
+      for (size_t k = 0; k < got.size(); ++k)
+        check_close(got[k], want[k], 1e-5, 1e-6);
+      const Tensor x64 = cast(x, f64), c64 = cast(rnd({cols}, seed + 3), f64);
+      const auto got64 = f64fn(x64, c64), want64 = ref64(x64, c64);
+      for (size_t k = 0; k < got64.size(); ++k)
+        check_close(got64[k], want64[k], 1e-12, 1e-12);
+    }
+  // The generated code has the lane loop for rows of up to 32 elements, and only then.
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_lanes_{}", ::getpid());
+  fs::remove_all(dir);
+  ::setenv("KILN_DUMP", dir.c_str(), 1);
+  auto sm10 = kiln::function([](const Tensor& x) { return softmax(x, -1); }, {.name = "sm10"});
+  auto sm33 = kiln::function([](const Tensor& x) { return softmax(x, -1); }, {.name = "sm33"});
+  sm10(rnd({16, 10}, 1));
+  sm33(rnd({16, 33}, 1));
+  ::unsetenv("KILN_DUMP");
+  auto text = [&](const char* file) {
+    std::ifstream in(dir / file);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  CHECK(text("sm10.ll").find("lane_rows:") != std::string::npos);
+  CHECK(text("sm10.ll").find("<8 x float>") != std::string::npos);
+  CHECK(text("sm33.ll").find("lane_rows:") == std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST_CASE("jit: every primitive has a lowering or a documented library call") {
   for (const OpDef* op : registry().all()) {
     INFO(op->name());

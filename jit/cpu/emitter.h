@@ -34,6 +34,17 @@ struct Emitter {
   // Prepended to the C math library's names (expf, log1p, ...): "" on the CPU, where the
   // process's libm resolves them; "__nv_" for NVPTX, where libdevice defines them.
   const char* libm_prefix = "";
+  // 0: values are scalars. Otherwise every value is a vector of this many lanes, one element
+  // (one row of a row program) per lane; memory is still accessed by the caller, so load and
+  // store stay scalar, and the callers gather, splat and scatter.
+  unsigned lanes = 0;
+
+  // A register type of the current shape: t, or a vector of t with `lanes` lanes.
+  llvm::Type* vt(llvm::Type* t) const {
+    return lanes ? static_cast<llvm::Type*>(llvm::FixedVectorType::get(t, lanes)) : t;
+  }
+  // A scalar as a value of the current shape.
+  llvm::Value* splat(llvm::Value* v) { return lanes ? b.CreateVectorSplat(lanes, v) : v; }
 
   llvm::Type* storage_type(DType d) {
     switch (d) {
@@ -72,26 +83,35 @@ struct Emitter {
   llvm::Value* constant(const Tensor& c) {
     switch (c.dtype()) {
       case DType::f32:
-        return llvm::ConstantFP::get(b.getFloatTy(), c.item<float>());
+        return llvm::ConstantFP::get(vt(b.getFloatTy()), c.item<float>());
       case DType::f64:
-        return llvm::ConstantFP::get(b.getDoubleTy(), c.item<double>());
+        return llvm::ConstantFP::get(vt(b.getDoubleTy()), c.item<double>());
       case DType::i32:
-        return b.getInt32(static_cast<uint32_t>(c.item<int32_t>()));
+        return llvm::ConstantInt::get(vt(b.getInt32Ty()), static_cast<uint32_t>(c.item<int32_t>()));
       case DType::i64:
-        return b.getInt64(static_cast<uint64_t>(c.item<int64_t>()));
+        return llvm::ConstantInt::get(vt(b.getInt64Ty()), static_cast<uint64_t>(c.item<int64_t>()));
       default:
-        return b.getInt1(c.item<bool>());
+        return llvm::ConstantInt::get(vt(b.getInt1Ty()), c.item<bool>() ? 1 : 0);
     }
   }
+  // A call of the C math library; with lanes, one call per lane.
   llvm::Value* libm(const char* name, DType d, std::initializer_list<llvm::Value*> args) {
     const std::string fn = libm_prefix + std::string(name) + (d == DType::f32 ? "f" : "");
     llvm::Type* t = storage_type(d);
     std::vector<llvm::Type*> params(args.size(), t);
     llvm::FunctionCallee callee =
         mod.getOrInsertFunction(fn, llvm::FunctionType::get(t, params, false));
-    return b.CreateCall(callee, args);
+    if (!lanes) return b.CreateCall(callee, args);
+    llvm::Value* out = llvm::PoisonValue::get(vt(t));
+    for (unsigned l = 0; l < lanes; ++l) {
+      std::vector<llvm::Value*> lane;
+      for (llvm::Value* a : args)
+        lane.push_back(b.CreateExtractElement(a, b.getInt32(l)));
+      out = b.CreateInsertElement(out, b.CreateCall(callee, lane), b.getInt32(l));
+    }
+    return out;
   }
-  llvm::Value* fconst(DType d, double v) { return llvm::ConstantFP::get(storage_type(d), v); }
+  llvm::Value* fconst(DType d, double v) { return llvm::ConstantFP::get(vt(storage_type(d)), v); }
 
   // Integer arithmetic wraps (two's complement), as the eager kernels do.
   llvm::Value* int_unary(const std::string& op, llvm::Value* x) {
@@ -189,7 +209,7 @@ struct Emitter {
     if (n.op == "select") return b.CreateSelect(in[0], in[1], in[2]);
     if (n.op == "cast") {
       if (d0 == out) return in[0];
-      llvm::Type* t = storage_type(out);
+      llvm::Type* t = vt(storage_type(out));
       if (d0 == DType::boolean)
         return is_float(out) ? b.CreateUIToFP(in[0], t) : b.CreateZExt(in[0], t);
       if (out == DType::boolean)
@@ -197,8 +217,8 @@ struct Emitter {
                             : b.CreateICmpNE(in[0], llvm::ConstantInt::get(in[0]->getType(), 0));
       if (is_int(d0))
         return is_float(out) ? b.CreateSIToFP(in[0], t) : b.CreateSExtOrTrunc(in[0], t);
-      return d0 == DType::f32 ? b.CreateFPExt(in[0], b.getDoubleTy())
-                              : b.CreateFPTrunc(in[0], b.getFloatTy());
+      return d0 == DType::f32 ? b.CreateFPExt(in[0], vt(b.getDoubleTy()))
+                              : b.CreateFPTrunc(in[0], vt(b.getFloatTy()));
     }
     if (in.size() == 1) return unary(n.op, d0, in[0]);
     return binary(n.op, d0, in[0], in[1]);

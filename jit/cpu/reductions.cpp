@@ -9,6 +9,14 @@
 #include "emitter.h"
 
 namespace kiln::jit::cpu {
+namespace {
+
+// Row programs over rows of at most kMaxLaneRowLength elements (known when compiling) run
+// kRowLanes rows at a time, one row per vector lane (emit_row_program).
+constexpr unsigned kRowLanes = 8;
+constexpr int64_t kMaxLaneRowLength = 32;
+
+}  // namespace
 
 void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                       llvm::TargetMachine& tm) {
@@ -69,37 +77,6 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
     return out;
   };
 
-  llvm::BasicBlock* pre = b.GetInsertBlock();
-  auto* row_loop = llvm::BasicBlock::Create(ctx, "row", fn);
-  auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
-  b.CreateCondBr(b.CreateICmpSLT(fn->getArg(2), fn->getArg(3)), row_loop, exit);
-  b.SetInsertPoint(row_loop);
-  llvm::PHINode* row = b.CreatePHI(i64, 2);
-  row->addIncoming(fn->getArg(2), pre);
-  llvm::Value* row_base = b.CreateMul(row, cols);
-  std::map<int, llvm::Value*> per_row = fixed;  // per-row values computed so far
-  for (const KernelInput& in : plan.inputs)
-    if (in.kind == InputKind::row)
-      per_row[in.value] = em.load(dtype(in.value), base[in.value], row);
-
-  // The elemental value of v at column j (memo: this loop body's values).
-  std::function<llvm::Value*(int, llvm::Value*, std::map<int, llvm::Value*>&)> full_value =
-      [&](int v, llvm::Value* j, std::map<int, llvm::Value*>& memo) -> llvm::Value* {
-    if (auto it = per_row.find(v); it != per_row.end()) return it->second;
-    if (auto it = memo.find(v); it != memo.end()) return it->second;
-    llvm::Value* r = nullptr;
-    if (auto k = kind.find(v); k != kind.end()) {
-      r = em.load(dtype(v), base[v], k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
-    } else {
-      const ir::Node& n = *member.at(v);
-      std::vector<llvm::Value*> args;
-      for (int x : n.inputs)
-        args.push_back(full_value(x, j, memo));
-      r = em.node(g, n, args);
-    }
-    return memo[v] = r;
-  };
-
   // A reduction's operand that a full output is computed from (softmax's exp(x - max)) is
   // kept in that output's row as the reduction's loop computes it, and read back by the final
   // loop instead of computed again: the output's own buffer is the scratch row, and each
@@ -128,66 +105,168 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
       }
   }
 
-  for (int i : grp.nodes) {
-    const ir::Node& n = g.nodes[static_cast<size_t>(i)];
-    const int out = n.outputs[0];
-    const bool reduction = n.op == "reduce_sum" || n.op == "reduce_max" || n.op == "reduce_min";
-    if (!reduction && is_full(out)) continue;  // computed inside the loops that need it
-    if (reduction) {
-      const DType d = dtype(n.inputs[0]);
-      const double inf = std::numeric_limits<double>::infinity();
-      llvm::Value* init = em.fconst(d, n.op == "reduce_sum"   ? 0.0
-                                       : n.op == "reduce_max" ? -inf
-                                                              : inf);
-      per_row[out] = column_loop({init}, [&](llvm::Value* j, const std::vector<llvm::Value*>& acc) {
+  // The body for the rows from `row`: one row, or with lanes one row per lane (rows row to
+  // row + lanes - 1). Memory is read and written here, where the lanes' rows are known; the
+  // values in between are the emitter's (vectors in the lane loop).
+  auto emit_rows = [&](llvm::Value* row, unsigned lanes) {
+    em.lanes = lanes;
+    llvm::Value* row_base = b.CreateMul(row, cols);
+    auto align = [&](DType d) { return llvm::Align(size_of(d)); };
+    // Element j of each lane's row (full tensors): with lanes, one scalar access per lane at
+    // a constant distance (the row length is known), which x86 does better than a gather of
+    // 64-bit indices.
+    auto lane_ptr = [&](DType d, llvm::Value* ptr, llvm::Value* j, unsigned l) {
+      llvm::Type* t = em.storage_type(d);
+      return b.CreateConstInBoundsGEP1_64(t, b.CreateInBoundsGEP(t, ptr, b.CreateAdd(row_base, j)),
+                                          l * static_cast<uint64_t>(known_cols));
+    };
+    auto load_full = [&](DType d, llvm::Value* ptr, llvm::Value* j) -> llvm::Value* {
+      if (!lanes) return em.load(d, ptr, b.CreateAdd(row_base, j));
+      llvm::Type* t = em.storage_type(d);
+      llvm::Value* v = llvm::PoisonValue::get(em.vt(t));
+      for (unsigned l = 0; l < lanes; ++l)
+        v = b.CreateInsertElement(v, b.CreateAlignedLoad(t, lane_ptr(d, ptr, j, l), align(d)),
+                                  b.getInt32(l));
+      return d == DType::boolean ? b.CreateICmpNE(v, llvm::ConstantInt::get(v->getType(), 0)) : v;
+    };
+    auto store_full = [&](DType d, llvm::Value* v, llvm::Value* ptr, llvm::Value* j) {
+      if (!lanes) return em.store(d, v, ptr, b.CreateAdd(row_base, j));
+      llvm::Type* t = em.storage_type(d);
+      if (d == DType::boolean) v = b.CreateZExt(v, em.vt(t));
+      for (unsigned l = 0; l < lanes; ++l)
+        b.CreateAlignedStore(b.CreateExtractElement(v, b.getInt32(l)), lane_ptr(d, ptr, j, l),
+                             align(d));
+    };
+    // One value per row (per-row inputs and outputs): the lanes' rows are adjacent.
+    auto load_row = [&](DType d, llvm::Value* ptr) -> llvm::Value* {
+      if (!lanes) return em.load(d, ptr, row);
+      llvm::Type* t = em.storage_type(d);
+      llvm::Value* v = b.CreateAlignedLoad(em.vt(t), b.CreateInBoundsGEP(t, ptr, row), align(d));
+      return d == DType::boolean ? b.CreateICmpNE(v, llvm::ConstantInt::get(v->getType(), 0)) : v;
+    };
+    auto store_row = [&](DType d, llvm::Value* v, llvm::Value* ptr) {
+      if (!lanes) return em.store(d, v, ptr, row);
+      llvm::Type* t = em.storage_type(d);
+      if (d == DType::boolean) v = b.CreateZExt(v, em.vt(t));
+      b.CreateAlignedStore(v, b.CreateInBoundsGEP(t, ptr, row), align(d));
+    };
+
+    std::map<int, llvm::Value*> per_row;  // per-row values computed so far
+    for (const auto& [v, x] : fixed)
+      per_row[v] = em.splat(x);
+    for (const KernelInput& in : plan.inputs)
+      if (in.kind == InputKind::row) per_row[in.value] = load_row(dtype(in.value), base[in.value]);
+
+    // The elemental value of v at column j (memo: this loop body's values).
+    std::function<llvm::Value*(int, llvm::Value*, std::map<int, llvm::Value*>&)> full_value =
+        [&](int v, llvm::Value* j, std::map<int, llvm::Value*>& memo) -> llvm::Value* {
+      if (auto it = per_row.find(v); it != per_row.end()) return it->second;
+      if (auto it = memo.find(v); it != memo.end()) return it->second;
+      llvm::Value* r = nullptr;
+      if (auto k = kind.find(v); k != kind.end()) {
+        r = k->second == InputKind::full ? load_full(dtype(v), base[v], j)
+                                         : em.splat(em.load(dtype(v), base[v], j));
+      } else {
+        const ir::Node& n = *member.at(v);
+        std::vector<llvm::Value*> args;
+        for (int x : n.inputs)
+          args.push_back(full_value(x, j, memo));
+        r = em.node(g, n, args);
+      }
+      return memo[v] = r;
+    };
+
+    for (int i : grp.nodes) {
+      const ir::Node& n = g.nodes[static_cast<size_t>(i)];
+      const int out = n.outputs[0];
+      const bool reduction = n.op == "reduce_sum" || n.op == "reduce_max" || n.op == "reduce_min";
+      if (!reduction && is_full(out)) continue;  // computed inside the loops that need it
+      if (reduction) {
+        const DType d = dtype(n.inputs[0]);
+        const double inf = std::numeric_limits<double>::infinity();
+        llvm::Value* init = em.fconst(d, n.op == "reduce_sum"   ? 0.0
+                                         : n.op == "reduce_max" ? -inf
+                                                                : inf);
+        per_row[out] =
+            column_loop({init}, [&](llvm::Value* j, const std::vector<llvm::Value*>& acc) {
+              std::map<int, llvm::Value*> memo;
+              llvm::Value* x = full_value(n.inputs[0], j, memo);
+              if (n.inputs[0] == cached) store_full(dtype(cached), x, out_ptrs[cache_slot], j);
+              if (n.op == "reduce_sum") {
+                // Reassociation lets the vectorizer keep one partial sum per lane (as the eager
+                // kernel's lanes do); the order of additions differs from a serial loop.
+                llvm::IRBuilder<>::FastMathFlagGuard guard(b);
+                llvm::FastMathFlags fmf;
+                fmf.setAllowReassoc();
+                b.setFastMathFlags(fmf);
+                return std::vector<llvm::Value*>{b.CreateFAdd(acc[0], x)};
+              }
+              return std::vector<llvm::Value*>{b.CreateBinaryIntrinsic(
+                  n.op == "reduce_max" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum,
+                  acc[0], x)};
+            })[0];
+      } else {
+        std::vector<llvm::Value*> args;
+        for (int x : n.inputs)
+          args.push_back(per_row.at(x));
+        per_row[out] = em.node(g, n, args);
+      }
+    }
+    // The full outputs, then the per-row ones.
+    bool any_full = false;
+    for (size_t k = 0; k < grp.outputs.size(); ++k)
+      any_full |= plan.output_full[k];
+    if (any_full)
+      column_loop({}, [&](llvm::Value* j, const std::vector<llvm::Value*>&) {
         std::map<int, llvm::Value*> memo;
-        llvm::Value* x = full_value(n.inputs[0], j, memo);
-        if (n.inputs[0] == cached)
-          em.store(dtype(cached), x, out_ptrs[cache_slot], b.CreateAdd(row_base, j));
-        if (n.op == "reduce_sum") {
-          // Reassociation lets the vectorizer keep one partial sum per lane (as the eager
-          // kernel's lanes do); the order of additions differs from a serial loop.
-          llvm::IRBuilder<>::FastMathFlagGuard guard(b);
-          llvm::FastMathFlags fmf;
-          fmf.setAllowReassoc();
-          b.setFastMathFlags(fmf);
-          return std::vector<llvm::Value*>{b.CreateFAdd(acc[0], x)};
-        }
-        return std::vector<llvm::Value*>{b.CreateBinaryIntrinsic(
-            n.op == "reduce_max" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum, acc[0], x)};
-      })[0];
-    } else {
-      std::vector<llvm::Value*> args;
-      for (int x : n.inputs)
-        args.push_back(per_row.at(x));
-      per_row[out] = em.node(g, n, args);
-    }
+        if (cached >= 0) memo[cached] = load_full(dtype(cached), out_ptrs[cache_slot], j);
+        for (size_t k = 0; k < grp.outputs.size(); ++k)
+          if (plan.output_full[k]) {
+            const int o = grp.outputs[k];
+            store_full(dtype(o), full_value(o, j, memo), out_ptrs[k], j);
+          }
+        return std::vector<llvm::Value*>{};
+      });
+    for (size_t k = 0; k < grp.outputs.size(); ++k)
+      if (!plan.output_full[k]) {
+        const int o = grp.outputs[k];
+        store_row(dtype(o), per_row.at(o), out_ptrs[k]);
+      }
+    em.lanes = 0;
+  };
+
+  // A loop over rows [from, to) by `step`, its body emit_rows; ends at `after`.
+  auto row_loop = [&](llvm::Value* from, llvm::Value* to, unsigned lanes, llvm::BasicBlock* after) {
+    llvm::BasicBlock* pre = b.GetInsertBlock();
+    auto* loop = llvm::BasicBlock::Create(ctx, lanes ? "lane_rows" : "row", fn);
+    b.CreateCondBr(b.CreateICmpSLT(from, to), loop, after);
+    b.SetInsertPoint(loop);
+    llvm::PHINode* row = b.CreatePHI(i64, 2);
+    row->addIncoming(from, pre);
+    emit_rows(row, lanes);
+    llvm::Value* next = b.CreateAdd(row, b.getInt64(lanes ? lanes : 1), "", true, true);
+    row->addIncoming(next, b.GetInsertBlock());
+    b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
+    b.SetInsertPoint(after);
+  };
+  llvm::Value* begin = fn->getArg(2);
+  llvm::Value* end = fn->getArg(3);
+  // Short rows of a known length take kRowLanes rows at a time, one per vector lane: the
+  // reductions along a row become lane-wise operations, and the exp or log of a [128, 10]
+  // softmax runs 8 rows per instruction instead of one element (the rows left over take
+  // the one-row loop). x86 only; NVPTX has no vectors to gain from.
+  const bool lane_rows = tm.getTargetTriple().isX86() && known_cols > 0 &&
+                         known_cols <= kMaxLaneRowLength && grp.shape.rank() >= 2;
+  if (lane_rows) {
+    llvm::Value* n = b.CreateSub(end, begin);
+    llvm::Value* lane_end = b.CreateAdd(
+        begin, b.CreateMul(b.CreateSDiv(n, b.getInt64(kRowLanes)), b.getInt64(kRowLanes)));
+    auto* rest = llvm::BasicBlock::Create(ctx, "rest", fn);
+    row_loop(begin, lane_end, kRowLanes, rest);
+    begin = lane_end;
   }
-  // The full outputs, then the per-row ones.
-  bool any_full = false;
-  for (size_t k = 0; k < grp.outputs.size(); ++k)
-    any_full |= plan.output_full[k];
-  if (any_full)
-    column_loop({}, [&](llvm::Value* j, const std::vector<llvm::Value*>&) {
-      std::map<int, llvm::Value*> memo;
-      if (cached >= 0)
-        memo[cached] = em.load(dtype(cached), out_ptrs[cache_slot], b.CreateAdd(row_base, j));
-      for (size_t k = 0; k < grp.outputs.size(); ++k)
-        if (plan.output_full[k]) {
-          const int o = grp.outputs[k];
-          em.store(dtype(o), full_value(o, j, memo), out_ptrs[k], b.CreateAdd(row_base, j));
-        }
-      return std::vector<llvm::Value*>{};
-    });
-  for (size_t k = 0; k < grp.outputs.size(); ++k)
-    if (!plan.output_full[k]) {
-      const int o = grp.outputs[k];
-      em.store(dtype(o), per_row.at(o), out_ptrs[k], row);
-    }
-  llvm::Value* next = b.CreateAdd(row, b.getInt64(1), "", true, true);
-  row->addIncoming(next, b.GetInsertBlock());
-  b.CreateCondBr(b.CreateICmpSLT(next, fn->getArg(3)), row_loop, exit);
-  b.SetInsertPoint(exit);
+  auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
+  row_loop(begin, end, 0, exit);
   b.CreateRetVoid();
 }
 
