@@ -108,6 +108,9 @@ BufferAssignment assign_buffers(const ir::Graph& g, const FusionPlan& plan,
     bool outside = false;
     for (int v : outs)
       outside |= escapes[static_cast<size_t>(alias.find(v))];
+    // A view gets no buffer here; one that must copy (a reshape of a strided value) copies
+    // to the heap, so that the arena's placement at run time stays the simulated one.
+    outside |= s.node >= 0 && may_alias_input(g.nodes[static_cast<size_t>(s.node)].op);
     out.outside_arena[k] = outside;
     if (!outside)
       for (int v : outs) {

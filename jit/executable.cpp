@@ -371,8 +371,13 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
-    if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
-    if (!t.is_contiguous()) t = t.contiguous();
+    if (t.device() != device || !t.is_contiguous()) {
+      // A copy the buffer plan does not know of: kept out of the arena, whose placement
+      // must follow the plan's (buffer_assignment.cpp) for every planned buffer to fit.
+      memory::ArenaScope::Pause unplanned;
+      if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
+      if (!t.is_contiguous()) t = t.contiguous();
+    }
     bufs.push_back(const_cast<void*>(t.raw_data()));
     keep.push_back(std::move(t));
   }
@@ -478,8 +483,11 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
-    if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
-    if (!t.is_contiguous() && !in.view) t = t.contiguous();
+    if (t.device() != device || (!t.is_contiguous() && !in.view)) {
+      memory::ArenaScope::Pause unplanned;         // as in run_program
+      if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
+      if (!t.is_contiguous() && !in.view) t = t.contiguous();
+    }
     bufs.push_back(const_cast<void*>(t.raw_data()));
     if (in.kind == cpu::InputKind::broadcast) {
       // Element strides of the input over the output's dims (0 where it broadcasts): dense

@@ -77,6 +77,10 @@ bool valid_program(const ir::Graph& g, const std::vector<int>& producer,
     const Shape& out = g.types[static_cast<size_t>(n.outputs[0])].shape;
     const bool full = out == rows;
     if (!full && (column || !is_row_value(out, rows))) return false;
+    // A per-row reshape: per row on both sides (with one column, [R, 1] is the full shape).
+    if (n.op == "reshape" &&
+        (column || full || g.types[static_cast<size_t>(n.inputs[0])].shape == rows))
+      return false;
     for (int v : n.inputs) {
       const Shape& vs = g.types[static_cast<size_t>(v)].shape;
       const int p = producer[static_cast<size_t>(v)];
@@ -85,8 +89,11 @@ bool valid_program(const ir::Graph& g, const std::vector<int>& producer,
         // one element per row (the same per-row shape) or a single element.
         // (A per-row shape that is also a column's, when rows == columns, would be read
         // both ways: refused.)
+        // (A per-row reshape reads the same value per row in its other shape.)
+        const bool same_per_row =
+            n.op == "reshape" ? is_row_value(vs, rows) && vs != rows : vs == out;
         if (full ? !row_readable(vs, rows)
-                 : !(all_ones(vs) || (vs == out && !is_column_value(vs, rows))))
+                 : !(all_ones(vs) || (same_per_row && !is_column_value(vs, rows))))
           return false;
         continue;
       }
@@ -174,6 +181,7 @@ FusionPlan plan_fusion(const ir::Graph& g,
       return valid_program(g, producer, members, grp.shape, column);
     };
     auto joins = [&](const FusionGroup& grp) {
+      if (kind == Fusible::row_view) return grp.row_program && valid_with(grp, false);
       if (kind == Fusible::row_reduction || kind == Fusible::column_reduction) {
         const bool column = kind == Fusible::column_reduction;
         const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
@@ -194,6 +202,7 @@ FusionPlan plan_fusion(const ir::Graph& g,
         break;
       }
     }
+    if (chosen < 0 && kind == Fusible::row_view) continue;  // never starts a group
     if (chosen < 0) {
       chosen = static_cast<int>(plan.groups.size());
       const bool reduction = kind == Fusible::row_reduction || kind == Fusible::column_reduction;

@@ -36,7 +36,10 @@ struct FusionGroup {
 };
 
 // What the code generator can do with a node.
-enum class Fusible { no, elementwise, row_reduction, column_reduction };
+// row_view: a reshape that adds or drops a trailing size-1 dim ([R..., 1] <-> [R...]), the
+// same value per row either way; it joins a row program whose rows it is per-row for (the
+// keepdims reshapes of a loss), and otherwise runs as a view.
+enum class Fusible { no, elementwise, row_reduction, column_reduction, row_view };
 
 // One step of the schedule: a fusion group, or a node run by itself.
 struct Step {

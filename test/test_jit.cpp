@@ -370,6 +370,33 @@ TEST_CASE("jit: short rows run eight at a time, one per lane, and match the inte
   fs::remove_all(dir);
 }
 
+TEST_CASE("jit: keepdims reshapes of per-row values join their row program") {
+  // logsumexp per row as [R, 1], reshaped to [R] and combined with another per-row value,
+  // and back to [R, 1] for a full output: one row program.
+  auto f = [](const Tensor& x) {
+    Tensor lse = logsumexp(x, {-1}, true);                     // [R, 1]
+    Tensor per_row = reshape(lse, {x.dim(0)}) - max(x, {-1});  // [R]
+    Tensor back = reshape(per_row * 2.f, {x.dim(0), 1});       // [R, 1]
+    return std::vector<Tensor>{per_row, x - back};
+  };
+  auto compiled = kiln::function(f);
+  auto ref = kiln::function(f, kInterpreted);
+  // 5 columns; 1 column (where [R, 1] is the full shape); and R == C (where [R] is also a
+  // row of the columns).
+  for (const Shape& s : {Shape{37, 5}, Shape{9, 1}, Shape{6, 6}, Shape{1, 3}}) {
+    INFO(s.str());
+    const Tensor x = rnd(s, 11, -4, 4);
+    const auto got = compiled(x), want = ref(x);
+    for (size_t k = 0; k < got.size(); ++k)
+      check_close(got[k], want[k], 1e-5, 1e-6);
+  }
+  CHECK(compiled.get_concrete_function(rnd({37, 5}, 1)).kernel_count() == 1);
+  // A reshape that is not per row ([R, C] to [R * C]) stays a step of its own.
+  auto flat = kiln::function([](const Tensor& x) { return reshape(exp(x), {-1}) * 2.f; });
+  const Tensor x = rnd({4, 5}, 2);
+  check_close(flat(x), reshape(exp(x), {-1}) * 2.f, 1e-6, 1e-7);
+}
+
 TEST_CASE("jit: every primitive has a lowering or a documented library call") {
   for (const OpDef* op : registry().all()) {
     INFO(op->name());
@@ -616,12 +643,13 @@ TEST_CASE("jit: the MLP train step's kernel count") {
   });
   const Tensor x = random::uniform({128, 784});
   const Tensor labels = random::randint({128}, 0, 10, i32);
-  // Library calls: 2 matmul_bias_act (forward, relu as a post-op), 3 matmuls (backward),
-  // 4 adam_update; kernels: 3 row programs (softmax cross-entropy and its gradient; the label
-  // pick and the per-example loss; the mean over the batch), 2 column programs (the bias
-  // gradients, one with the relu gradient). The 4 reshapes and 3 transposes between them are
-  // views, which count as nothing.
-  CHECK(step.get_concrete_function(x, labels).kernel_count() == 14);
+  // Library calls: 2 matmul_bias_act (forward, relu fused), 3 matmuls (backward); kernels:
+  // 2 row programs (softmax cross-entropy with its gradient, the label pick and the
+  // per-example loss, joined through the keepdims reshape between them; the mean over the
+  // batch), 2 column programs (the bias gradients, one with the relu gradient), and one
+  // in-place update per parameter (adam_update, expanded). The other reshapes and the 3
+  // transposes are views, which count as nothing.
+  CHECK(step.get_concrete_function(x, labels).kernel_count() == 13);
   auto ref = kiln::function(
       [&](const Tensor& x, const Tensor& labels) {
         Tensor h = relu(matmul(x, w1) + b1);

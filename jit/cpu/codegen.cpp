@@ -230,6 +230,17 @@ std::vector<std::string> emitted_ops() {
 Fusible classify(const ir::Graph& g, const ir::Node& n) {
   if (can_lower(g, n)) return Fusible::elementwise;
   if (is_row_reduction(g, n)) return Fusible::row_reduction;
+  if (n.op == "reshape" && n.inputs.size() == 1) {
+    const Shape& in = g.types[static_cast<size_t>(n.inputs[0])].shape;
+    const Shape& out = g.types[static_cast<size_t>(n.outputs[0])].shape;
+    auto plus_one = [](const Shape& a, const Shape& b) {  // a == [b..., 1], b not a scalar
+      if (b.rank() == 0 || a.rank() != b.rank() + 1 || a[a.rank() - 1] != 1) return false;
+      for (int64_t d = 0; d < b.rank(); ++d)
+        if (a[d] != b[d] || b[d] < 0) return false;
+      return true;
+    };
+    if (plus_one(in, out) || plus_one(out, in)) return Fusible::row_view;
+  }
   if (n.op == "reduce_sum" || n.op == "reduce_max" || n.op == "reduce_min") {
     // Over every axis but the last: a column reduction.
     const TensorType& in = g.types[static_cast<size_t>(n.inputs[0])];

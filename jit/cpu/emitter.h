@@ -204,7 +204,8 @@ struct Emitter {
   llvm::Value* node(const ir::Graph& g, const ir::Node& n, const std::vector<llvm::Value*>& in) {
     const DType out = g.types[static_cast<size_t>(n.outputs[0])].dtype;
     const DType d0 = g.types[static_cast<size_t>(n.inputs[0])].dtype;
-    if (n.op == "copy" || n.op == "stop_gradient") return in[0];
+    // (A reshape reaches here only inside a row program, as a per-row value: row_view.)
+    if (n.op == "copy" || n.op == "stop_gradient" || n.op == "reshape") return in[0];
     if (n.op == "logical_not") return b.CreateNot(in[0]);
     if (n.op == "select") return b.CreateSelect(in[0], in[1], in[2]);
     if (n.op == "cast") {
