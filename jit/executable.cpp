@@ -74,6 +74,17 @@ bool runs_a_kernel(const ir::Node& n) {
          !is_view_op(n.op);
 }
 
+// A kernel's input on `device`, made dense when `dense`. The copy this may take is one the
+// buffer plan does not know of: it is kept out of the arena, whose placement must follow
+// the plan's (buffer_assignment.cpp) for every planned buffer to fit.
+Tensor kernel_input(Tensor t, Device device, bool dense) {
+  if (t.device() == device && (t.is_contiguous() || !dense)) return t;
+  memory::ArenaScope::Pause unplanned;
+  if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
+  if (dense && !t.is_contiguous()) t = t.contiguous();
+  return t;
+}
+
 }  // namespace
 
 Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
@@ -371,13 +382,7 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
-    if (t.device() != device || !t.is_contiguous()) {
-      // A copy the buffer plan does not know of: kept out of the arena, whose placement
-      // must follow the plan's (buffer_assignment.cpp) for every planned buffer to fit.
-      memory::ArenaScope::Pause unplanned;
-      if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
-      if (!t.is_contiguous()) t = t.contiguous();
-    }
+    t = kernel_input(std::move(t), device, true);
     bufs.push_back(const_cast<void*>(t.raw_data()));
     keep.push_back(std::move(t));
   }
@@ -483,11 +488,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
-    if (t.device() != device || (!t.is_contiguous() && !in.view)) {
-      memory::ArenaScope::Pause unplanned;         // as in run_program
-      if (t.device() != device) t = t.to(device);  // the graph's constants live on the host
-      if (!t.is_contiguous() && !in.view) t = t.contiguous();
-    }
+    t = kernel_input(std::move(t), device, !in.view);
     bufs.push_back(const_cast<void*>(t.raw_data()));
     if (in.kind == cpu::InputKind::broadcast) {
       // Element strides of the input over the output's dims (0 where it broadcasts): dense
