@@ -95,6 +95,7 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     dynamic_ |= has_unknown(t.shape);
   plan_ = plan_fusion(graph_, cpu::classify);
   absorb_views(graph_, plan_);
+  absorb_contractions(graph_, plan_);
   for (size_t k = 0; k < plan_.groups.size(); ++k) {
     cpu::KernelPlan kp = cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k));
     // A streaming entry only where the outputs can be large: it costs a second vectorized
@@ -407,7 +408,8 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
   if (kp.column_program) {
     int64_t dims[2] = {cols, num_rows};
     execute(k, bufs, dims, cols,
-            std::max<int64_t>(8, kiln::cpu::kElementwiseGrain / std::max<int64_t>(num_rows, 1)),
+            std::max<int64_t>(8, kiln::cpu::kElementwiseGrain /
+                                     std::max<int64_t>(num_rows * kp.work_per_element, 1)),
             device);
     return;
   }

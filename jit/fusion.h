@@ -60,6 +60,17 @@ FusionPlan plan_fusion(const ir::Graph& g,
 // removing their steps. Row and column programs keep theirs.
 void absorb_views(const ir::Graph& g, FusionPlan& plan);
 bool is_view_op(const std::string& op);
+
+// Matrix products whose contraction is at most this long can run inside a column program.
+inline constexpr int64_t kMaxFusedContraction = 16;
+// Moves a 2-D matmul with a short contraction (K <= kMaxFusedContraction, static shapes)
+// into the column program that alone consumes it, removing its library call: the kernel
+// computes each element as K multiply-adds where its consumers read it. A backward pass
+// makes this pattern wherever a layer with few outputs follows a hidden layer: dh = dy W^T
+// (K = the outputs), then the activation's gradient and the bias gradient's column sum.
+void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
+// Whether node n is a matmul that absorb_contractions may fuse.
+bool is_small_contraction(const ir::Graph& g, const ir::Node& n);
 // Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
 // or a node's inputs.
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);

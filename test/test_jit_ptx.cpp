@@ -131,6 +131,11 @@ TEST_CASE("ptx: training patterns, f64 math through libdevice, and kernels of ev
        },
        "row program"},
       {"column sums", [](auto& a, auto& b) { return sum(a * b, {0}); }, "column program"},
+      {"short matmul in a column program",
+       [](auto& a, auto& b) {
+         return sum(where(a > 0.f, matmul(b.slice(1, 0, 8), a.slice(0, 0, 8)), 0.f), {0});
+       },
+       "column program over [64,33]: matmul"},
       {"broadcast rows", [](auto& a, auto& b) { return a * b.slice(0, 0, 1) + 1.f; }, "rows"},
       {"f64 libdevice",
        [](auto& a, auto& b) {

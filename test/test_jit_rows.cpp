@@ -1,9 +1,11 @@
 // Row programs (reductions along the last axis with their producers and consumers) and
 // column programs (reductions over the leading axes), compiled, against the interpreter:
 // softmax and layer norm in one kernel, rows of up to 32 elements eight at a time (one per
-// vector lane), keepdims reshapes inside a row program, bias gradients.
+// vector lane), keepdims reshapes inside a row program, bias gradients, short matmuls inside a
+// column program.
 #include <unistd.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -186,4 +188,66 @@ TEST_CASE("jit: column reductions fuse their producers and match the interpreter
   const Tensor g = rnd({64, 16}, 3), z = rnd({64, 16}, 4);
   CHECK(bias_grad.get_concrete_function(g, z).kernel_count() == 1);
   check_close(bias_grad(g, z), sum(where(z > 0.f, g, 0.f), {0}), 1e-5, 1e-6);
+}
+
+TEST_CASE("jit: a matmul with a short contraction runs inside the column program after it") {
+  // A hidden layer's backward pass under a small output layer: dz = relu'(z) * (dy W^T) and
+  // the bias gradient, sum(dz, 0).
+  auto backward = [](const Tensor& dy, const Tensor& w, const Tensor& z) {
+    Tensor dz = where(z > 0.0, matmul(dy, transpose(w, {1, 0})), 0.0);
+    return std::vector<Tensor>{dz, sum(dz, {0})};
+  };
+  auto f = kiln::function(backward);
+  auto ref = kiln::function(backward, kInterpreted);
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const auto& [m, k, n] :
+         {std::array<int64_t, 3>{37, 10, 29}, {1, 1, 5}, {64, 16, 128}, {5, 3, 1}, {130, 7, 9}}) {
+      INFO(std::string(name(dt)) << " m " << m << " k " << k << " n " << n);
+      const Tensor dy = cast(rnd({m, k}, 1), dt), w = cast(rnd({n, k}, 2), dt),
+                   z = cast(rnd({m, n}, 3), dt);
+      const auto got = f(dy, w, z), want = ref(dy, w, z);
+      const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
+      check_close(got[0], want[0], tol, tol);
+      check_close(got[1], want[1], tol, tol);
+      CHECK(f.get_concrete_function(dy, w, z).kernel_count() == 1);
+      // Independently, in f64 loops.
+      const auto a = cast(dy, DType::f64).to_vector<double>(),
+                 b = cast(w, DType::f64).to_vector<double>(),
+                 c = cast(z, DType::f64).to_vector<double>();
+      std::vector<double> dz(static_cast<size_t>(m * n)), db(static_cast<size_t>(n), 0.0);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+          double s = 0;
+          for (int64_t q = 0; q < k; ++q)
+            s += a[static_cast<size_t>(i * k + q)] * b[static_cast<size_t>(j * k + q)];
+          const double v = c[static_cast<size_t>(i * n + j)] > 0 ? s : 0.0;
+          dz[static_cast<size_t>(i * n + j)] = v;
+          db[static_cast<size_t>(j)] += v;
+        }
+      check_close(cast(got[0], DType::f64), from_vector(dz, {m, n}), tol, tol);
+      check_close(cast(got[1], DType::f64), from_vector(db, {n}), tol * 10, tol * 10);
+    }
+  }
+  // Longer contractions stay library calls; so does a product that is also a result.
+  const Tensor dy = rnd({8, 17}, 1), w = rnd({6, 17}, 2), z = rnd({8, 6}, 3);
+  CHECK(f.get_concrete_function(dy, w, z).kernel_count() == 2);
+  auto kept = kiln::function([](const Tensor& x, const Tensor& w) {
+    Tensor p = matmul(x, w);
+    return std::vector<Tensor>{p, sum(exp(p), {0})};
+  });
+  const Tensor x = rnd({9, 4}, 5), w4 = rnd({4, 7}, 6);
+  CHECK(kept.get_concrete_function(x, w4).kernel_count() == 2);
+  const auto kept_got = kept(x, w4);
+  check_close(kept_got[1], sum(exp(matmul(x, w4)), {0}), 1e-5, 1e-6);
+  // An operand read in place of a transposed one, and an unknown batch dim (the product stays
+  // a call).
+  auto plain =
+      kiln::function([](const Tensor& x, const Tensor& w) { return sum(tanh(matmul(x, w)), {0}); });
+  CHECK(plain.get_concrete_function(x, w4).kernel_count() == 1);
+  check_close(plain(x, w4), sum(tanh(matmul(x, w4)), {0}), 1e-5, 1e-6);
+  auto dynamic =
+      kiln::function([](const Tensor& x, const Tensor& w) { return sum(tanh(matmul(x, w)), {0}); },
+                     std::vector<TensorSpec>{TensorSpec({-1, 4}), TensorSpec({4, 7})});
+  CHECK(dynamic.get_concrete_function(x, w4).kernel_count() == 2);
+  check_close(dynamic(x, w4), sum(tanh(matmul(x, w4)), {0}), 1e-5, 1e-6);
 }

@@ -269,9 +269,20 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
   for (int n : group.prologue)
     for (int v : g.nodes[static_cast<size_t>(n)].outputs)
       from_prologue[static_cast<size_t>(v)] = true;
+  std::set<int> operands;
+  for (int i : group.nodes)
+    if (const ir::Node& n = g.nodes[static_cast<size_t>(i)]; n.op == "matmul") {
+      operands.insert(n.inputs.begin(), n.inputs.end());
+      p.work_per_element += g.types[static_cast<size_t>(n.inputs[0])].shape[1];
+    }
   for (int v : group.inputs) {
     const Shape& s = g.types[static_cast<size_t>(v)].shape;
     KernelInput in{v, InputKind::broadcast, false};
+    if (operands.count(v) != 0) {
+      in.kind = InputKind::operand;
+      p.inputs.push_back(in);
+      continue;
+    }
     const int prod = producer[static_cast<size_t>(v)];
     const bool one = shape_is_one(s);
     if (from_prologue[static_cast<size_t>(v)] && !one) {

@@ -15,7 +15,8 @@
 // program loops over rows [begin, end) of its row space [rows, cols] with dims = {cols}: per row,
 // one loop over the columns for each reduction, then one that writes the full outputs. A column
 // program loops over columns [begin, end) with dims = {cols, rows}: it walks every row, keeping its
-// accumulators in the output rows, vectorized across the columns.
+// accumulators in the output rows, vectorized across the columns. A matmul member of a column
+// program (fusion.h, absorb_contractions) reads its operands' buffers at its own indices.
 
 #include <cstdint>
 #include <string>
@@ -35,6 +36,7 @@ enum class InputKind {
   immediate,  // a one-element constant folded into the code (no buffer)
   row,        // row programs: one element per row
   column,     // row programs: one element per column
+  operand,    // column programs: an operand of a small matmul member, [M, K] or [K, N], dense
 };
 
 struct KernelInput {
@@ -55,6 +57,9 @@ struct KernelPlan {
   bool row_program = false;
   bool column_program = false;
   std::vector<bool> output_full;  // row/column programs: per output, full (else reduced)
+  // Column programs: the work per element relative to an elementwise op (1 + the contraction
+  // lengths of its matmul members), which sizes the columns each thread takes.
+  int64_t work_per_element = 1;
   // Elementwise kernels: (output index, input value) pairs the executable may run in place;
   // the kernel has a second loop version for when every one of them does.
   std::vector<std::pair<size_t, int>> in_place;

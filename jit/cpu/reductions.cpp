@@ -323,26 +323,51 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
                j);
     }
   });
+  // Matmul members (small contractions, fusion.h): A [rows, K] times B [K, cols].
+  std::vector<const ir::Node*> products;
+  for (int i : grp.nodes)
+    if (g.nodes[static_cast<size_t>(i)].op == "matmul")
+      products.push_back(&g.nodes[static_cast<size_t>(i)]);
   loop(b.getInt64(0), rows, [&](llvm::Value* r) {
     llvm::Value* row_base = b.CreateMul(r, cols);
     std::map<int, llvm::Value*> per_row = fixed;
     for (const KernelInput& in : plan.inputs)
       if (in.kind == InputKind::row)
         per_row[in.value] = em.load(dtype(in.value), base[in.value], r);
+    // A product's row of A is the same for every column: loaded once per row.
+    std::map<const ir::Node*, std::vector<llvm::Value*>> a_row;
+    for (const ir::Node* n : products) {
+      const int a = n->inputs[0];
+      const int64_t k_len = g.types[static_cast<size_t>(a)].shape[1];
+      llvm::Value* a_base = b.CreateMul(r, b.getInt64(k_len));
+      for (int64_t k = 0; k < k_len; ++k)
+        a_row[n].push_back(em.load(dtype(a), base[a], b.CreateAdd(a_base, b.getInt64(k))));
+    }
     loop(begin, end, [&](llvm::Value* j) {
       std::map<int, llvm::Value*> memo = per_row;
       std::function<llvm::Value*(int)> value = [&](int v) -> llvm::Value* {
         if (auto it = memo.find(v); it != memo.end()) return it->second;
         llvm::Value* x = nullptr;
-        if (auto k = kind.find(v); k != kind.end()) {
+        const ir::Node* n = member.count(v) != 0 ? member.at(v) : nullptr;
+        if (n != nullptr && n->op == "matmul") {
+          // K multiply-adds in k order; B's row k is contiguous across the columns.
+          const int bv = n->inputs[1];
+          const int64_t n_cols = g.types[static_cast<size_t>(bv)].shape[1];
+          for (size_t k = 0; k < a_row.at(n).size(); ++k) {
+            llvm::Value* bk = em.load(dtype(bv), base[bv],
+                                      b.CreateAdd(b.getInt64(static_cast<int64_t>(k) * n_cols), j));
+            x = x == nullptr ? b.CreateFMul(a_row.at(n)[k], bk)
+                             : b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {bk->getType()},
+                                                 {a_row.at(n)[k], bk, x});
+          }
+        } else if (auto k = kind.find(v); k != kind.end()) {
           x = em.load(dtype(v), base[v],
                       k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
         } else {
-          const ir::Node& n = *member.at(v);
           std::vector<llvm::Value*> args;
-          for (int a : n.inputs)
+          for (int a : n->inputs)
             args.push_back(value(a));
-          x = em.node(g, n, args);
+          x = em.node(g, *n, args);
         }
         return memo[v] = x;
       };
