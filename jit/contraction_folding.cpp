@@ -14,8 +14,8 @@ bool is_static(const Shape& s) {
   return std::all_of(s.begin(), s.end(), [](int64_t d) { return d >= 0; });
 }
 
-}  // namespace
-
+// A 2-D f32 or f64 matmul with static shapes and a contraction of at most
+// kMaxFusedContraction.
 bool is_small_contraction(const ir::Graph& g, const ir::Node& n) {
   if (n.op != "matmul" || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
   const TensorType& a = g.types[static_cast<size_t>(n.inputs[0])];
@@ -30,6 +30,8 @@ bool is_small_contraction(const ir::Graph& g, const ir::Node& n) {
   return k >= 1 && k <= kMaxFusedContraction && b.shape[0] == k &&
          out.shape == Shape{a.shape[0], b.shape[1]};
 }
+
+}  // namespace
 
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
   const size_t nv = g.types.size();

@@ -69,8 +69,6 @@ inline constexpr int64_t kMaxFusedContraction = 16;
 // makes this pattern wherever a layer with few outputs follows a hidden layer: dh = dy W^T
 // (K = the outputs), then the activation's gradient and the bias gradient's column sum.
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
-// Whether node n is a matmul that absorb_contractions may fuse.
-bool is_small_contraction(const ir::Graph& g, const ir::Node& n);
 // Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
 // or a node's inputs.
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);
