@@ -34,19 +34,9 @@ bool is_small_contraction(const ir::Graph& g, const ir::Node& n) {
 }  // namespace
 
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
-  const size_t nv = g.types.size();
-  std::vector<bool> is_result(nv, false);
-  for (int v : g.results)
-    is_result[static_cast<size_t>(v)] = true;
   for (bool changed = true; changed;) {
     changed = false;
-    // Which step reads each value (-2: more than one).
-    std::vector<int> reader(nv, -1);
-    for (size_t k = 0; k < plan.steps.size(); ++k)
-      for (int v : step_reads(g, plan, plan.steps[k])) {
-        int& r = reader[static_cast<size_t>(v)];
-        r = (r == -1 || r == static_cast<int>(k)) ? static_cast<int>(k) : -2;
-      }
+    const std::vector<int> reader = sole_readers(g, plan);
     for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
       const Step& s = plan.steps[k];
       if (s.node < 0) continue;
@@ -54,7 +44,7 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
       if (!is_small_contraction(g, n)) continue;
       const int v = n.outputs[0];
       const int r = reader[static_cast<size_t>(v)];
-      if (r < 0 || is_result[static_cast<size_t>(v)]) continue;
+      if (r < 0) continue;
       const Step& consumer = plan.steps[static_cast<size_t>(r)];
       if (consumer.group < 0) continue;
       FusionGroup& grp = plan.groups[static_cast<size_t>(consumer.group)];

@@ -72,6 +72,8 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
 // Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
 // or a node's inputs.
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);
+// Per value, the one step that reads it: -1 for none, -2 for more than one or a result.
+std::vector<int> sole_readers(const ir::Graph& g, const FusionPlan& plan);
 
 // Row programs: whether t is a per-row shape of the row space [R..., C] (with or without the
 // kept 1: what a member reduction makes), a per-column one ([C] or [1..., C]), and whether an

@@ -22,21 +22,23 @@ std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const St
   return reads;
 }
 
-void absorb_views(const ir::Graph& g, FusionPlan& plan) {
-  const size_t nv = g.types.size();
-  std::vector<bool> is_result(nv, false);
+std::vector<int> sole_readers(const ir::Graph& g, const FusionPlan& plan) {
+  std::vector<int> reader(g.types.size(), -1);
+  for (size_t k = 0; k < plan.steps.size(); ++k)
+    for (int v : step_reads(g, plan, plan.steps[k])) {
+      int& r = reader[static_cast<size_t>(v)];
+      r = (r == -1 || r == static_cast<int>(k)) ? static_cast<int>(k) : -2;
+    }
   for (int v : g.results)
-    is_result[static_cast<size_t>(v)] = true;
-  // Which step reads each value (-2: more than one, or a result).
+    reader[static_cast<size_t>(v)] = -2;
+  return reader;
+}
+
+void absorb_views(const ir::Graph& g, FusionPlan& plan) {
   bool changed = true;
   while (changed) {
     changed = false;
-    std::vector<int> reader(nv, -1);
-    for (size_t k = 0; k < plan.steps.size(); ++k)
-      for (int v : step_reads(g, plan, plan.steps[k])) {
-        int& r = reader[static_cast<size_t>(v)];
-        r = (r == -1 || r == static_cast<int>(k)) ? static_cast<int>(k) : -2;
-      }
+    const std::vector<int> reader = sole_readers(g, plan);
     for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
       const Step& s = plan.steps[k];
       if (s.node < 0) continue;
@@ -44,7 +46,7 @@ void absorb_views(const ir::Graph& g, FusionPlan& plan) {
       if (!is_view_op(n.op) || n.outputs.size() != 1 || n.inputs.size() != 1) continue;
       const int v = n.outputs[0];
       const int r = reader[static_cast<size_t>(v)];
-      if (r < 0 || is_result[static_cast<size_t>(v)]) continue;
+      if (r < 0) continue;
       const Step& consumer = plan.steps[static_cast<size_t>(r)];
       if (consumer.group < 0) continue;
       FusionGroup& grp = plan.groups[static_cast<size_t>(consumer.group)];
