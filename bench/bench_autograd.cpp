@@ -1,11 +1,17 @@
 // Eager training step of an MLP 784-128(relu)-10, batch 128, softmax cross-entropy, Adam,
-// against the same forward and backward matmuls through dnnl_sgemm; and the cost of
-// recording the forward pass on a tape.
+// against the same forward and backward matmuls through dnnl_sgemm, and those matmuls
+// against the machine's FMA peak; and the cost of recording the forward pass on a tape.
 #include <benchmark/benchmark.h>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <chrono>
 
+#include <kiln/backends/cpu/parallel.h>
 #include <kiln/jit/cpu/codegen.h>
 #include <kiln/jit/executable.h>
 #include <kiln/kiln.h>
@@ -133,8 +139,9 @@ void BM_mlp_train_step_compile_time(benchmark::State& state) {
 BENCHMARK(BM_mlp_train_step_compile_time)->Unit(benchmark::kMillisecond);
 
 // The five matmuls of that step: two forward, and dW2, dH, dW1 backward (the input needs
-// no gradient).
+// no gradient). The GFLOP counter (a rate) counts each multiply-add as 2 flops.
 void BM_mlp_matmuls_sgemm(benchmark::State& state) {
+  constexpr double kFlops = 2.0 * (2 * kB * kIn * kHidden + 3 * kB * kHidden * kOut);
   std::vector<float> x(kB * kIn, 0.5f), w1(kIn * kHidden, 0.01f), h(kB * kHidden),
       w2(kHidden * kOut, 0.1f), logits(kB * kOut), dlogits(kB * kOut, 0.01f), dw2(kHidden * kOut),
       dh(kB * kHidden), dw1(kIn * kHidden);
@@ -151,8 +158,55 @@ void BM_mlp_matmuls_sgemm(benchmark::State& state) {
                kHidden);
     benchmark::DoNotOptimize(dw1.data());
   }
+  state.counters["GFLOP"] = benchmark::Counter(
+      kFlops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_mlp_matmuls_sgemm)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_mlp_matmuls_sgemm)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+#if defined(__x86_64__)
+// 12 independent chains of 8-wide FMAs: enough in flight to fill both FMA pipes of a core
+// whatever their latency, with no memory traffic. Returns a lane of the sum so the chains
+// stay live.
+__attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
+  __m256 acc[12];
+  for (int j = 0; j < 12; ++j)
+    acc[j] = _mm256_set1_ps(0.001f * static_cast<float>(j));
+  const __m256 a = _mm256_set1_ps(0.9999f), b = _mm256_set1_ps(1e-4f);
+  for (int64_t i = 0; i < iters; ++i)
+    for (int j = 0; j < 12; ++j)
+      acc[j] = _mm256_fmadd_ps(acc[j], a, b);
+  __m256 s = acc[0];
+  for (int j = 1; j < 12; ++j)
+    s = _mm256_add_ps(s, acc[j]);
+  return _mm_cvtss_f32(_mm256_castps256_ps128(s));
+}
+#endif
+
+// The ceiling the matmuls above run against: f32 FMA throughput on every thread Kiln uses
+// (AVX2, as Kiln's kernels are compiled for this host).
+void BM_fma_peak(benchmark::State& state) {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    state.SkipWithError("this CPU has no AVX2 FMA");
+    return;
+  }
+  constexpr int64_t kIters = 1 << 18;
+  const int threads = kiln::cpu::num_threads();
+  for (auto _ : state) {
+    float sink = 0.f;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += fma_chains(kIters);
+    benchmark::DoNotOptimize(sink);
+  }
+  const double flops = 2.0 * 8 * 12 * static_cast<double>(kIters) * threads;
+  state.counters["GFLOP"] = benchmark::Counter(
+      flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["threads"] = threads;
+#else
+  state.SkipWithError("an x86-64 benchmark");
+#endif
+}
+BENCHMARK(BM_fma_peak)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 void BM_mlp_forward_no_tape(benchmark::State& state) {
   Mlp mlp;
