@@ -141,8 +141,9 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     dump(dir, traced.name, "s", compiled.assembly);
   }
   if (const char* p = std::getenv("KILN_PROFILE"); p != nullptr && *p != '\0' && *p != '0') {
-    profile_ns_ = std::make_unique<std::atomic<int64_t>[]>(plan_.steps.size());
-    for (size_t k = 0; k < plan_.steps.size(); ++k)
+    // Per step: the first call's nanoseconds, then the sum over the later calls.
+    profile_ns_ = std::make_unique<std::atomic<int64_t>[]>(2 * plan_.steps.size());
+    for (size_t k = 0; k < 2 * plan_.steps.size(); ++k)
       profile_ns_[k].store(0);
   }
 }
@@ -151,17 +152,29 @@ Executable::~Executable() {
   if (profile_ns_ && profile_calls_.load() > 0) std::fputs(profile_text().c_str(), stderr);
 }
 
-// One line per step: its mean time per call, its share of the total, and what it runs.
+// One line per step: its mean time per call, its share of the total, and what it runs. The
+// first call warms up (oneDNN generates its kernels there, the caches are cold), so the means
+// are over the later calls; with a single call, they are that call's times.
 std::string Executable::profile_text() const {
   const int64_t calls = profile_calls_.load();
-  int64_t total = 0;
-  for (size_t k = 0; k < plan_.steps.size(); ++k)
-    total += profile_ns_[k].load();
-  std::string out = fmt::format("KILN_PROFILE '{}': {} calls, {:.1f} us per call in steps\n",
-                                graph_.name, calls, 1e-3 * static_cast<double>(total) / calls);
-  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+  const size_t n = plan_.steps.size();
+  int64_t first = 0, later = 0;
+  for (size_t k = 0; k < n; ++k) {
+    first += profile_ns_[k].load();
+    later += profile_ns_[n + k].load();
+  }
+  const bool warm = calls > 1;
+  const size_t base = warm ? n : 0;
+  const int64_t counted = warm ? calls - 1 : 1, total = warm ? later : first;
+  std::string out = fmt::format(
+      "KILN_PROFILE '{}': {} calls, the first {:.1f} us in steps{}\n", graph_.name, calls,
+      1e-3 * static_cast<double>(first),
+      warm ? fmt::format(", the {} later ones {:.1f} us each (the means below)", calls - 1,
+                         1e-3 * static_cast<double>(later) / static_cast<double>(calls - 1))
+           : std::string());
+  for (size_t k = 0; k < n; ++k) {
     const Step& s = plan_.steps[k];
-    const int64_t ns = profile_ns_[k].load();
+    const int64_t ns = profile_ns_[base + k].load();
     std::string what;
     if (s.group >= 0) {
       const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
@@ -169,13 +182,13 @@ std::string Executable::profile_text() const {
       for (int i : grp.nodes)
         what += " " + graph_.nodes[static_cast<size_t>(i)].op;
     } else {
-      const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
-      what = n.op;
-      for (int v : n.outputs)
+      const ir::Node& node = graph_.nodes[static_cast<size_t>(s.node)];
+      what = node.op;
+      for (int v : node.outputs)
         what += " " + graph_.types[static_cast<size_t>(v)].shape.str();
     }
     out += fmt::format(
-        "  {:9.2f} us {:5.1f}%  {}\n", 1e-3 * static_cast<double>(ns) / calls,
+        "  {:9.2f} us {:5.1f}%  {}\n", 1e-3 * static_cast<double>(ns) / counted,
         total > 0 ? 100.0 * static_cast<double>(ns) / static_cast<double>(total) : 0.0, what);
   }
   return out;
@@ -593,7 +606,10 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
     vals[static_cast<size_t>(g.params[i])] = inputs[i];
   using Clock = std::chrono::steady_clock;
   const bool profiling = profile_ns_ != nullptr;
-  if (profiling) profile_calls_.fetch_add(1, std::memory_order_relaxed);
+  // The first call's times go to the first half of profile_ns_, the later calls' to the second.
+  const size_t profile_base =
+      profiling && profile_calls_.fetch_add(1, std::memory_order_relaxed) > 0 ? plan_.steps.size()
+                                                                              : 0;
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
     const Step& s = plan_.steps[k];
     const Clock::time_point start = profiling ? Clock::now() : Clock::time_point();
@@ -606,7 +622,7 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
     for (int v : release_after_[k])
       vals[static_cast<size_t>(v)] = Tensor();
     if (profiling)
-      profile_ns_[k].fetch_add(
+      profile_ns_[profile_base + k].fetch_add(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
           std::memory_order_relaxed);
   }

@@ -96,8 +96,8 @@ class Executable final : public tracer::CompiledGraph {
   BufferAssignment buffers_;
   // Per fusion group: outputs written over an input that dies there (elementwise kernels).
   std::vector<std::vector<InPlace>> in_place_;
-  // Under KILN_PROFILE=1: nanoseconds and calls per step, printed to stderr when the
-  // Executable is destroyed.
+  // Under KILN_PROFILE=1: nanoseconds per step, the first call's apart from the later
+  // calls' (2 × steps), and the calls; printed to stderr when the Executable is destroyed.
   std::unique_ptr<std::atomic<int64_t>[]> profile_ns_;
   mutable std::atomic<int64_t> profile_calls_{0};
   std::string profile_text() const;
