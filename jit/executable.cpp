@@ -111,11 +111,22 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
     }
     kernels_.push_back(std::move(kp));
   }
-  // The last step that reads each value (results are never released).
+  // Large products whose only reader is a flat elementwise kernel run with it, row block by
+  // row block (static shapes only: the pair is not re-checked per call).
+  if (!dynamic_)
+    product_epilogue_ = pair_product_epilogues(graph_, plan_, [&](int grp) {
+      const cpu::KernelPlan& kp = kernels_[static_cast<size_t>(grp)];
+      return !kp.rows && !kp.row_program && !kp.column_program &&
+             plan_.groups[static_cast<size_t>(grp)].prologue.empty();
+    });
+  product_epilogue_.resize(plan_.steps.size(), false);
+  // The last step that reads each value (results are never released). A product's operands
+  // live until its epilogue, the next step, is done.
   std::vector<int> last_use(graph_.types.size(), -1);
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const int until = static_cast<int>(product_epilogue_[k] ? k + 1 : k);
     for (int v : step_reads(graph_, plan_, plan_.steps[k]))
-      last_use[static_cast<size_t>(v)] = static_cast<int>(k);
+      last_use[static_cast<size_t>(v)] = until;
   }
   for (int v : graph_.results)
     last_use[static_cast<size_t>(v)] = -1;
@@ -185,7 +196,8 @@ std::string Executable::profile_text() const {
       const ir::Node& node = graph_.nodes[static_cast<size_t>(s.node)];
       what = node.op;
       for (int v : node.outputs)
-        what += " " + graph_.types[static_cast<size_t>(v)].shape.str();
+        what += fmt::format(" {}", graph_.types[static_cast<size_t>(v)].shape.str());
+      if (product_epilogue_[k]) what.append(" (timed with its epilogue, the next step)");
     }
     out += fmt::format(
         "  {:9.2f} us {:5.1f}%  {}\n", 1e-3 * static_cast<double>(ns) / counted,
@@ -282,7 +294,8 @@ int64_t Executable::kernel_count() const {
 
 std::string Executable::kernels_text() const {
   std::string out = "kernels {\n";
-  for (const Step& s : plan_.steps) {
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& s = plan_.steps[k];
     if (s.group >= 0) {
       const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
       const cpu::KernelPlan& kp = kernels_[static_cast<size_t>(s.group)];
@@ -306,7 +319,7 @@ std::string Executable::kernels_text() const {
       out += fmt::format("  call {} ->", n.op);
       for (int v : n.outputs)
         out += fmt::format(" %{}", v);
-      out += "\n";
+      out += product_epilogue_[k] ? ", row blocks into the next kernel\n" : "\n";
     }
   }
   return out + "}\n";
@@ -434,6 +447,20 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
 void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) const {
   const cpu::KernelPlan& kp = kernels_[k];
   if (kp.row_program || kp.column_program) return run_program(k, vals, device);
+  Launch l;
+  if (!prepare_group(k, vals, device, l) || l.numel == 0) return;
+  if (!kp.rows) {
+    execute(k, l.bufs, l.dims, l.numel, kiln::cpu::kElementwiseGrain, device, l.stream);
+  } else {
+    const int64_t cols = l.dims[0];
+    execute(k, l.bufs, l.dims, l.numel / cols,
+            std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols), device);
+  }
+}
+
+bool Executable::prepare_group(size_t k, std::vector<Tensor>& vals, Device device,
+                               Launch& launch) const {
+  const cpu::KernelPlan& kp = kernels_[k];
   const FusionGroup& grp = *kp.group;
   // The prologue's views of outside values (no copies): the kernel reads them by stride.
   for (int n : grp.prologue)
@@ -473,7 +500,7 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
     // broadcasts): the group's nodes run on the eager kernels instead.
     for (int i : grp.nodes)
       tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
-    return;
+    return false;
   }
   // In place: an output takes the buffer of an input that dies here when nothing else
   // holds that buffer (decided before the copies below add references).
@@ -492,9 +519,10 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
   }
   // All or none: the kernel has a loop version for each (see KernelPlan::in_place).
   if (reused.size() != in_place_[k].size()) reused.clear();
-  std::vector<void*> bufs;
-  std::vector<int64_t> dims, view_cols;
-  std::vector<Tensor> keep;
+  std::vector<void*>& bufs = launch.bufs;
+  std::vector<int64_t>& dims = launch.dims;
+  std::vector<int64_t> view_cols;
+  std::vector<Tensor>& keep = launch.keep;
   if (kp.rows) {
     dims.push_back(out_shape[r - 1]);
     for (int64_t d = 0; d < r - 1; ++d)
@@ -533,24 +561,19 @@ void Executable::run_group(size_t k, std::vector<Tensor>& vals, Device device) c
     bufs.push_back(const_cast<void*>(o.raw_data()));
     vals[static_cast<size_t>(v)] = std::move(o);
   }
-  const int64_t numel = out_shape.numel();
-  if (numel == 0) return;
+  launch.numel = out_shape.numel();
   if (!kp.rows) {
     // Outputs larger than the last-level cache would not stay there for their consumer:
     // the streaming entry writes them around the caches (codegen.h, can_stream).
     bool stream = device.is_cpu() && reused.empty() && stream_fns_[k] != nullptr;
     int64_t out_bytes = 0;
     for (size_t o = 0; o < grp.outputs.size(); ++o) {
-      out_bytes += numel * static_cast<int64_t>(size_of(vals[grp.outputs[o]].dtype()));
+      out_bytes += launch.numel * static_cast<int64_t>(size_of(vals[grp.outputs[o]].dtype()));
       stream &= reinterpret_cast<uintptr_t>(bufs[bufs.size() - grp.outputs.size() + o]) % 64 == 0;
     }
-    stream &= out_bytes >= stream_bytes();
-    execute(k, bufs, dims, numel, kiln::cpu::kElementwiseGrain, device, stream);
-  } else {
-    const int64_t cols = out_shape[r - 1];
-    execute(k, bufs, dims, numel / cols, std::max<int64_t>(1, kiln::cpu::kElementwiseGrain / cols),
-            device);
+    launch.stream = stream && out_bytes >= stream_bytes();
   }
+  return true;
 }
 
 void Executable::execute(size_t k, std::span<void*> bufs, std::span<int64_t> dims, int64_t units,
@@ -613,18 +636,26 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
     const Step& s = plan_.steps[k];
     const Clock::time_point start = profiling ? Clock::now() : Clock::time_point();
-    std::optional<memory::ArenaScope::Pause> outside;
-    if (buffers_.outside_arena[k]) outside.emplace();
-    if (s.group >= 0)
-      run_group(static_cast<size_t>(s.group), vals, Device::cpu());
-    else
-      tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
-    for (int v : release_after_[k])
-      vals[static_cast<size_t>(v)] = Tensor();
+    // A product and its epilogue run as one: steps k and k + 1.
+    const size_t last = product_epilogue_[k] ? k + 1 : k;
+    if (last > k) {
+      run_product_epilogue(k, vals);
+    } else {
+      std::optional<memory::ArenaScope::Pause> outside;
+      if (buffers_.outside_arena[k]) outside.emplace();
+      if (s.group >= 0)
+        run_group(static_cast<size_t>(s.group), vals, Device::cpu());
+      else
+        tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
+    }
+    for (size_t j = k; j <= last; ++j)
+      for (int v : release_after_[j])
+        vals[static_cast<size_t>(v)] = Tensor();
     if (profiling)
-      profile_ns_[profile_base + k].fetch_add(
+      profile_ns_[profile_base + last].fetch_add(
           std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count(),
           std::memory_order_relaxed);
+    k = last;
   }
   std::vector<Tensor> results;
   results.reserve(g.results.size());

@@ -46,6 +46,20 @@ class Executable final : public tracer::CompiledGraph {
  private:
   // Kernel k over the values; on `device`, through its generated device code.
   void run_group(size_t k, std::vector<Tensor>& vals, Device device) const;
+  // What an elementwise kernel's call passes (codegen.h), with the tensors they point into.
+  struct Launch {
+    std::vector<void*> bufs;
+    std::vector<int64_t> dims;
+    std::vector<Tensor> keep;
+    int64_t numel = 0;
+    bool stream = false;  // may take the streaming entry
+  };
+  // Makes elementwise kernel k's outputs and call; false where the group ran on the eager
+  // kernels instead (a run-time shape the kernel was not specialized for).
+  bool prepare_group(size_t k, std::vector<Tensor>& vals, Device device, Launch& launch) const;
+  // Step k, a product, and step k + 1, its epilogue kernel (fusion.h,
+  // pair_product_epilogues), on the CPU.
+  void run_product_epilogue(size_t k, std::vector<Tensor>& vals) const;
   void run_program(size_t k, std::vector<Tensor>& vals, Device device) const;
   // Runs kernel k over `units` (elements, rows or columns, as the kernel's loop counts them):
   // split across the CPU's threads with `grain` units per thread at least, or launched on
@@ -92,6 +106,8 @@ class Executable final : public tracer::CompiledGraph {
   // Liveness: after step k, the values whose last use was step k are released, so their
   // blocks return to the caching allocator and the following outputs reuse them.
   std::vector<std::vector<int>> release_after_;
+  // Per step: a product that runs with the next step, its epilogue (fusion.h).
+  std::vector<bool> product_epilogue_;
   // Each call carves its intermediates from one arena of buffers_.arena_bytes.
   BufferAssignment buffers_;
   // Per fusion group: outputs written over an input that dies there (elementwise kernels).

@@ -69,6 +69,16 @@ inline constexpr int64_t kMaxFusedContraction = 16;
 // makes this pattern wherever a layer with few outputs follows a hidden layer: dh = dy W^T
 // (K = the outputs), then the activation's gradient and the bias gradient's column sum.
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
+// Products with an epilogue (product_epilogue.cpp): a 2-D f32 matmul of at least
+// kMinEpilogueProductMacs multiply-adds (static shapes) whose output only one group reads,
+// where `flat(group)` says that group is an elementwise kernel over the product's shape that
+// indexes every input by the flat element. Its step moves down to just before that group's,
+// and the executable runs the two together, each thread a block of the product's rows and
+// then the kernel over those rows. Returns, per step, whether it is such a product (its
+// epilogue is the next step).
+inline constexpr int64_t kMinEpilogueProductMacs = int64_t{1} << 20;
+std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
+                                         const std::function<bool(int group)>& flat);
 // Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
 // or a node's inputs.
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);

@@ -301,6 +301,18 @@ TEST_CASE("jit: matmul + bias + relu is one library call") {
   });
   const auto out = h(x, w, b);
   check_close(out[0], relu(matmul(x, w) + b), 1e-5, 1e-6);
+  // A product large enough that each thread adds the bias to its own block of rows, with a
+  // (transposed) x read in place and an odd row count.
+  const Tensor xt = rnd({300, 131}, 4), wl = rnd({300, 96}, 5), bl = rnd({96}, 6);
+  auto big = kiln::function([](const Tensor& xt, const Tensor& w, const Tensor& b) {
+    return relu(matmul(transpose(xt, {1, 0}), w) + b);
+  });
+  // Its sums of 300 terms of up to 4 in size round differently when split into other blocks
+  // than the eager product's: partial sums near 20 have an ulp of 2e-6, so allow 1e-4.
+  CHECK(big.get_concrete_function(xt, wl, bl).kernel_count() == 1);
+  check_close(big(xt, wl, bl), relu(matmul(transpose(xt, {1, 0}), wl) + bl), 1e-5, 1e-4);
+  check_close(g(transpose(xt, {1, 0}).contiguous(), wl, bl), matmul(transpose(xt, {1, 0}), wl) + bl,
+              1e-5, 1e-4);
 }
 
 TEST_CASE("jit: conv2d + bias + relu is one library call") {

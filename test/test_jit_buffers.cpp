@@ -229,3 +229,81 @@ TEST_CASE("adam_update compiles to one kernel that updates var, m and v in place
     check_close(v.value(), ev, tol, tol);
   }
 }
+
+TEST_CASE("product epilogue: a large product runs with its one elementwise reader, by rows") {
+  random::seed(21);
+  auto paired = [](const ConcreteFunction& cf) {
+    return cf.ir(IRStage::optimized).find("row blocks into the next kernel") != std::string::npos;
+  };
+  // An odd row count, so the threads' blocks differ in size.
+  const Tensor x = random::normal({301, 200}), w = random::normal({200, 64}, 0, 0.1),
+               c = random::normal({301, 64});
+  auto fn = [](const Tensor& a, const Tensor& b, const Tensor& k) {
+    return tanh(matmul(a, b)) * k + 1.f;
+  };
+  auto compiled = kiln::function(fn);
+  auto interpreted = kiln::function(fn, FunctionOptions{.jit_compile = false});
+  // Sums of 200 terms near 0.1 in size, blocked differently from the eager product's.
+  const Tensor y = compiled(x, w, c);
+  check_close(y, interpreted(x, w, c), 1e-5, 2e-5);
+  check_close(y, fn(x, w, c), 1e-5, 2e-5);
+  const ConcreteFunction cf = compiled.get_concrete_function(x, w, c);
+  INFO(cf.ir(IRStage::optimized));
+  CHECK(cf.kernel_count() == 2);
+  CHECK(paired(cf));
+
+  SECTION("a weight gradient x^T dy feeding Adam on its variable, in place") {
+    const Tensor xb = random::normal({128, 300}), init = random::normal({300, 96}, 0, 0.1);
+    Variable wv(init, "w"), m(zeros_like(init), "m"), v(zeros_like(init), "v");
+    auto step = kiln::function([&](const Tensor& xs, const Tensor& dy) {
+      const Tensor grad = matmul(transpose(xs, {1, 0}), dy);
+      const AdamUpdate u =
+          adam_update(wv.value(), m.value(), v.value(), grad, 1e-2, 0.9, 0.999, 1e-7);
+      wv.assign(u.var);
+      m.assign(u.m);
+      v.assign(u.v);
+      return sum(u.var);
+    });
+    Tensor ew = init, em = zeros_like(init), ev = zeros_like(init);
+    for (int i = 0; i < 3; ++i) {
+      const Tensor dy = random::normal({128, 96});
+      step(xb, dy);
+      const AdamUpdate u =
+          adam_update(ew, em, ev, matmul(transpose(xb, {1, 0}), dy), 1e-2, 0.9, 0.999, 1e-7);
+      ew = u.var;
+      em = u.m;
+      ev = u.v;
+    }
+    CHECK(paired(step.get_concrete_function(xb, random::normal({128, 96}))));
+    check_close(wv.value(), ew, 1e-5, 1e-6);
+    check_close(m.value(), em, 1e-5, 1e-6);
+    check_close(v.value(), ev, 1e-5, 1e-6);
+  }
+  SECTION("an operand oneDNN cannot take as it is: the product runs first, then the kernel") {
+    // Every other column: the matmul kernel copies it, so the two run one after the other.
+    const Tensor wide = random::normal({301, 400});
+    auto strided = [](const Tensor& a, const Tensor& b, const Tensor& k) {
+      return tanh(matmul(slice(a, 1, 0, 400, 2), b)) * k + 1.f;
+    };
+    auto sc = kiln::function(strided);
+    check_close(sc(wide, w, c), strided(wide, w, c), 1e-5, 2e-5);
+    CHECK(paired(sc.get_concrete_function(wide, w, c)));
+  }
+  SECTION("not paired: a product read twice, a small one, a kernel that broadcasts") {
+    auto twice = kiln::function([](const Tensor& a, const Tensor& b) {
+      const Tensor p = matmul(a, b);
+      return std::vector<Tensor>{p, tanh(p)};
+    });
+    CHECK_FALSE(paired(twice.get_concrete_function(x, w)));
+    const Tensor xs = random::normal({30, 20}), ws = random::normal({20, 16});
+    auto small =
+        kiln::function([](const Tensor& a, const Tensor& b) { return tanh(matmul(a, b)); });
+    CHECK_FALSE(paired(small.get_concrete_function(xs, ws)));
+    const Tensor bias = random::normal({64});
+    auto broadcast = kiln::function(
+        [](const Tensor& a, const Tensor& b, const Tensor& k) { return tanh(matmul(a, b) * k); });
+    const ConcreteFunction bc = broadcast.get_concrete_function(x, w, bias);
+    CHECK_FALSE(paired(bc));
+    check_close(broadcast(x, w, bias), tanh(matmul(x, w) * bias), 1e-5, 2e-5);
+  }
+}

@@ -13,11 +13,13 @@
 // folds into its rows becomes one 2-D product [B*M, K] x [K, N].
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <type_traits>
 #include <unordered_map>
 
 #include <kiln/backends/cpu/kernel_util.h>
+#include <kiln/backends/cpu/linalg.h>
 #include <kiln/backends/cpu/onednn.h>
 #include <kiln/backends/cpu/parallel.h>
 
@@ -145,6 +147,8 @@ void matmul_loops(const Mat3& a, Mat3 b, T* out, int64_t B, int64_t M, int64_t K
 // ---- oneDNN ------------------------------------------------------------------------------
 // Outputs up to this many elements may take dnnl_sgemm plus a separate bias/relu pass.
 constexpr int64_t kSgemmEpilogueElements = 1 << 16;
+// Products of at least this many multiply-adds run that pass on each thread's block of rows.
+constexpr int64_t kRowBlockEpilogueMacs = int64_t{1} << 20;
 
 // out[r, :] = act(out[r, :] + bias) over `rows` rows of N.
 void bias_act_rows(float* o, const float* pb, int64_t rows, int64_t N, bool relu) {
@@ -195,7 +199,22 @@ bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t 
     const int64_t lda = ta == 'N' ? a.sr : a.sc, ldb = tb == 'N' ? b.sr : b.sc;
     const float* pa = reinterpret_cast<const float*>(a.base());
     const float* pb = reinterpret_cast<const float*>(b.base());
-    if (dnnl_sgemm(ta, tb, rows, N, K, 1.f, pa, lda, pb, ldb, 0.f, out, N) == dnnl_success) {
+    if (bias != nullptr && rows * N * K >= kRowBlockEpilogueMacs && rows >= 16) {
+      // A large product: each thread computes a block of rows and adds the bias to them (and
+      // applies the relu) while they are in its cache.
+      const int64_t row_step = ta == 'N' ? lda : 1;
+      std::atomic<bool> ok{true};
+      parallel_for(rows, std::max<int64_t>(8, kRowBlockEpilogueMacs / 4 / (N * K)),
+                   [&](int64_t r0, int64_t r1) {
+                     if (dnnl_sgemm(ta, tb, r1 - r0, N, K, 1.f, pa + r0 * row_step, lda, pb, ldb,
+                                    0.f, out + r0 * N, N) != dnnl_success) {
+                       ok.store(false);
+                       return;
+                     }
+                     bias_act_rows(out + r0 * N, bias, r1 - r0, N, relu);
+                   });
+      if (ok.load()) return true;
+    } else if (dnnl_sgemm(ta, tb, rows, N, K, 1.f, pa, lda, pb, ldb, 0.f, out, N) == dnnl_success) {
       if (bias != nullptr) bias_act_rows(out, bias, rows, N, relu);
       return true;
     }
@@ -295,6 +314,42 @@ std::vector<Tensor> matmul_bias_act_kernel(std::span<const Tensor> in, const Att
 }
 
 }  // namespace
+
+std::optional<RowBlockProduct> RowBlockProduct::make(const Tensor& a, const Tensor& b) {
+  if (a.rank() != 2 || b.rank() != 2 || a.dtype() != DType::f32 || b.dtype() != DType::f32 ||
+      !a.device().is_cpu() || !b.device().is_cpu() || a.dim(1) != b.dim(0) || a.dim(1) == 0)
+    return std::nullopt;
+  // The layouts as given, without the copy to_mat3 would make of any other.
+  auto layout = [](const Tensor& t, Mat3& m) {
+    m.t = t;
+    m.R = t.dim(0);
+    m.C = t.dim(1);
+    m.sr = t.strides()[0];
+    m.sc = t.strides()[1];
+    return normalize_layout(m);
+  };
+  Mat3 ma, mb;
+  if (!layout(a, ma) || !layout(b, mb)) return std::nullopt;
+  RowBlockProduct p;
+  p.a_ = a;
+  p.b_ = b;
+  p.pa_ = reinterpret_cast<const float*>(ma.base());
+  p.pb_ = reinterpret_cast<const float*>(mb.base());
+  p.ta_ = is_row_major(ma) ? 'N' : 'T';
+  p.tb_ = is_row_major(mb) ? 'N' : 'T';
+  p.lda_ = p.ta_ == 'N' ? ma.sr : ma.sc;
+  p.ldb_ = p.tb_ == 'N' ? mb.sr : mb.sc;
+  p.row_step_ = ma.sr;
+  p.K_ = ma.C;
+  p.N_ = mb.C;
+  return p;
+}
+
+bool RowBlockProduct::rows(float* out, int64_t r0, int64_t r1) const {
+  if (r1 <= r0) return true;
+  return dnnl_sgemm(ta_, tb_, r1 - r0, N_, K_, 1.f, pa_ + r0 * row_step_, lda_, pb_, ldb_, 0.f,
+                    out + r0 * N_, N_) == dnnl_success;
+}
 
 KILN_STATIC_INIT {
   register_cpu_kernel("matmul", matmul_kernel);

@@ -1,0 +1,35 @@
+#pragma once
+
+// The CPU matmul kernel's entry for callers that split a product's rows across threads
+// themselves: the JIT runs a large product and the elementwise kernel that consumes it
+// together, each thread computing a block of rows and then the kernel over that block while
+// it is still in its cache (jit/product_epilogue.cpp).
+
+#include <optional>
+
+#include <kiln/core/tensor.h>
+
+namespace kiln::cpu {
+
+// out = a x b for f32 matrices a [M, K] and b [K, N], row-major or transposed views, written
+// to a dense row-major [M, N] buffer a block of rows at a time through dnnl_sgemm.
+class RowBlockProduct {
+ public:
+  // nullopt unless a and b are 2-D f32 tensors on the CPU with K > 0, each row- or
+  // column-major (anything else takes the matmul kernel, which copies it first).
+  static std::optional<RowBlockProduct> make(const Tensor& a, const Tensor& b);
+  // Rows [r0, r1) of the product into out (M x N, dense), on the calling thread when called
+  // inside a parallel region. False where oneDNN refuses the call.
+  bool rows(float* out, int64_t r0, int64_t r1) const;
+
+ private:
+  RowBlockProduct() = default;
+  Tensor a_, b_;  // keep the operands' storage alive
+  const float* pa_ = nullptr;
+  const float* pb_ = nullptr;
+  char ta_ = 'N', tb_ = 'N';
+  int64_t lda_ = 0, ldb_ = 0, row_step_ = 0;  // row_step_: a's elements from one row to the next
+  int64_t K_ = 0, N_ = 0;
+};
+
+}  // namespace kiln::cpu

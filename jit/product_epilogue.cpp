@@ -1,0 +1,132 @@
+// Product epilogues: a large matrix product whose output only one flat elementwise kernel
+// reads runs together with that kernel (fusion.h, pair_product_epilogues). A train step
+// makes this pattern at every layer: the weight gradient dW = x^T dy feeds the optimizer's
+// update of W and nothing else. Run apart, the product is split across the threads by
+// oneDNN's own choice and lands in the caches of whichever cores wrote it, and the update
+// then splits the elements its own way and reads the gradient back from there or from the
+// last-level cache. Run together, each thread computes a block of the product's rows and
+// updates the same rows at once, from its own cache.
+#include <algorithm>
+#include <atomic>
+#include <optional>
+
+#include <kiln/backends/cpu/linalg.h>
+#include <kiln/backends/cpu/parallel.h>
+#include <kiln/core/arena.h>
+#include <kiln/jit/executable.h>
+#include <kiln/jit/fusion.h>
+
+namespace kiln::jit {
+namespace {
+
+bool is_static(const Shape& s) {
+  return std::all_of(s.begin(), s.end(), [](int64_t d) { return d >= 0; });
+}
+
+// A 2-D f32 matmul with static shapes and at least kMinEpilogueProductMacs multiply-adds.
+bool is_large_product(const ir::Graph& g, const ir::Node& n) {
+  if (n.op != "matmul" || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
+  const TensorType& a = g.types[static_cast<size_t>(n.inputs[0])];
+  const TensorType& b = g.types[static_cast<size_t>(n.inputs[1])];
+  const TensorType& out = g.types[static_cast<size_t>(n.outputs[0])];
+  if (a.shape.rank() != 2 || b.shape.rank() != 2 || out.shape.rank() != 2) return false;
+  if (!is_static(a.shape) || !is_static(b.shape) || !is_static(out.shape)) return false;
+  if (a.dtype != DType::f32 || b.dtype != DType::f32 || out.dtype != DType::f32) return false;
+  return a.shape[0] * a.shape[1] * b.shape[1] >= kMinEpilogueProductMacs;
+}
+
+}  // namespace
+
+std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
+                                         const std::function<bool(int group)>& flat) {
+  std::vector<int> paired_nodes, paired_groups;
+  auto has = [](const std::vector<int>& xs, int x) {
+    return std::find(xs.begin(), xs.end(), x) != xs.end();
+  };
+  for (bool changed = true; changed;) {
+    changed = false;
+    const std::vector<int> reader = sole_readers(g, plan);
+    for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
+      const Step s = plan.steps[k];
+      if (s.node < 0 || has(paired_nodes, s.node)) continue;
+      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+      if (!is_large_product(g, n)) continue;
+      const int v = n.outputs[0];
+      const int r = reader[static_cast<size_t>(v)];
+      if (r < 0) continue;
+      const int grp = plan.steps[static_cast<size_t>(r)].group;
+      if (grp < 0 || has(paired_groups, grp) || !flat(grp)) continue;
+      if (plan.groups[static_cast<size_t>(grp)].shape != g.types[static_cast<size_t>(v)].shape)
+        continue;
+      // Down to just before the kernel: nothing in between reads the product, and its
+      // operands were ready where it was.
+      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+      plan.steps.insert(plan.steps.begin() + r - 1, s);
+      paired_nodes.push_back(s.node);
+      paired_groups.push_back(grp);
+      changed = true;
+    }
+  }
+  std::vector<bool> paired(plan.steps.size(), false);
+  for (size_t k = 0; k < plan.steps.size(); ++k)
+    paired[k] = plan.steps[k].node >= 0 && has(paired_nodes, plan.steps[k].node);
+  return paired;
+}
+
+void Executable::run_product_epilogue(size_t k, std::vector<Tensor>& vals) const {
+  const ir::Node& product = graph_.nodes[static_cast<size_t>(plan_.steps[k].node)];
+  const auto grp = static_cast<size_t>(plan_.steps[k + 1].group);
+  // Each step allocates as the buffer plan simulated it: in the arena unless it says not.
+  auto outside = [&](size_t step, std::optional<memory::ArenaScope::Pause>& pause) {
+    if (buffers_.outside_arena[step]) pause.emplace();
+  };
+  const std::optional<kiln::cpu::RowBlockProduct> rows = kiln::cpu::RowBlockProduct::make(
+      vals[static_cast<size_t>(product.inputs[0])], vals[static_cast<size_t>(product.inputs[1])]);
+  if (!rows) {  // an operand the matmul kernel must copy first: one step after the other
+    {
+      std::optional<memory::ArenaScope::Pause> pause;
+      outside(k, pause);
+      tracer::run_node(graph_, product, vals, graph_.variables);
+    }
+    std::optional<memory::ArenaScope::Pause> pause;
+    outside(k + 1, pause);
+    run_group(grp, vals, Device::cpu());
+    return;
+  }
+  const TensorType& type = graph_.types[static_cast<size_t>(product.outputs[0])];
+  float* out = nullptr;
+  {
+    std::optional<memory::ArenaScope::Pause> pause;
+    outside(k, pause);
+    Tensor t = Tensor::empty(type.shape, type.dtype, Device::cpu());
+    out = t.mutable_data<float>();
+    vals[static_cast<size_t>(product.outputs[0])] = std::move(t);
+  }
+  Launch l;
+  {
+    std::optional<memory::ArenaScope::Pause> pause;
+    outside(k + 1, pause);
+    // Static shapes (pair_product_epilogues' condition): the kernel always fits.
+    const bool fits = prepare_group(grp, vals, Device::cpu(), l);
+    KILN_ASSERT(fits, "function '{}': kernel {} refused its shapes", graph_.name, grp);
+  }
+  const int64_t cols = type.shape[1],
+                depth = graph_.types[static_cast<size_t>(product.inputs[0])].shape[1];
+  // Blocks of at least 2^18 multiply-adds, so that each thread's product stays efficient.
+  const int64_t grain =
+      std::max<int64_t>(8, (int64_t{1} << 18) / std::max<int64_t>(cols * depth, 1));
+  const cpu::KernelFn fn = fns_[grp];
+  std::atomic<bool> refused{false};
+  kiln::cpu::parallel_for(type.shape[0], grain, [&](int64_t r0, int64_t r1) {
+    if (!rows->rows(out, r0, r1)) {
+      refused.store(true);
+      return;
+    }
+    fn(l.bufs.data(), l.dims.data(), r0 * cols, r1 * cols);
+  });
+  // dnnl_sgemm refuses only arguments that make() has already checked.
+  KILN_ASSERT(!refused.load(), "function '{}': oneDNN refused a {} product's rows", graph_.name,
+              type.shape.str());
+}
+
+}  // namespace kiln::jit
