@@ -233,6 +233,42 @@ func @f(%0: f32[?,3], %1: f32[?,?]) -> (f32[?,3], f32[?,3], f32[3,?], f32[5,3], 
         "}\n");
 }
 
+TEST_CASE("algebraic_simplify: a reshape that drops a reduction's kept dims") {
+  // %3 and %5 become the reductions without keepdims (the kept ones are left for dce). %7's
+  // reduction is also returned, %9's shape is unknown, and %10 does not drop the kept dim:
+  // those stay.
+  const std::string out = after(jit::algebraic_simplify(), R"(
+func @f(%0: f32[4,3], %1: f32[?,3]) -> (f32[3], f32[4], f32[1,3], f32[3], f32[?], f32[3,1]) {
+  %2 = reduce_sum(%0) {axes = [0], keepdims = true} : f32[1,3]
+  %3 = reshape(%2) {shape = [3]} : f32[3]
+  %4 = reduce_max(%0) {axes = [1], keepdims = true} : f32[4,1]
+  %5 = reshape(%4) {shape = [4]} : f32[4]
+  %6 = reduce_min(%0) {axes = [0], keepdims = true} : f32[1,3]
+  %7 = reshape(%6) {shape = [3]} : f32[3]
+  %8 = reduce_sum(%1) {axes = [1], keepdims = true} : f32[?,1]
+  %9 = reshape(%8) {shape = [-1]} : f32[?]
+  %10 = reduce_prod(%0) {axes = [0], keepdims = true} : f32[1,3]
+  %11 = reshape(%10) {shape = [3, 1]} : f32[3,1]
+  return %3, %5, %6, %7, %9, %11
+}
+)");
+  CHECK(out ==
+        "func @f(%0: f32[4,3], %1: f32[?,3]) -> (f32[3], f32[4], f32[1,3], f32[3], f32[?], "
+        "f32[3,1]) {\n"
+        "  %2 = reduce_sum(%0) {axes = [0], keepdims = true} : f32[1,3]\n"
+        "  %3 = reduce_sum(%0) {axes = [0], keepdims = false} : f32[3]\n"
+        "  %4 = reduce_max(%0) {axes = [1], keepdims = true} : f32[4,1]\n"
+        "  %5 = reduce_max(%0) {axes = [1], keepdims = false} : f32[4]\n"
+        "  %6 = reduce_min(%0) {axes = [0], keepdims = true} : f32[1,3]\n"
+        "  %7 = reshape(%6) {shape = [3]} : f32[3]\n"
+        "  %8 = reduce_sum(%1) {axes = [1], keepdims = true} : f32[?,1]\n"
+        "  %9 = reshape(%8) {shape = [-1]} : f32[?]\n"
+        "  %10 = reduce_prod(%0) {axes = [0], keepdims = true} : f32[1,3]\n"
+        "  %11 = reshape(%10) {shape = [3, 1]} : f32[3,1]\n"
+        "  return %3, %5, %6, %7, %9, %11\n"
+        "}\n");
+}
+
 TEST_CASE("algebraic_simplify: a broadcast the consumer would do itself is bypassed") {
   // mul broadcasts the scalar to [3,4] itself; add(%1, ...) would give f32[4] without the
   // broadcast, so that one stays.

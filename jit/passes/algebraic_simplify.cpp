@@ -9,6 +9,9 @@
 //   transpose(transpose(x, p), q)-> transpose(x, p∘q); an identity permutation -> x
 //   reshape(reshape(x, a), b)    -> reshape(x, b) (b without copy_dims); a reshape to x's own
 //                                   shape -> x
+//   reshape(reduce(x, keepdims = true)) to the shape without the kept 1s
+//                                -> reduce(x, keepdims = false) (sum, prod, max, min; known
+//                                   shapes): the same elements, summed in the same order
 //   broadcast_to(x) of x's shape -> x
 //   cast(x) to x's dtype         -> x
 //   op(..., broadcast_to(s), ...)-> op(..., s, ...) for an elementwise op with several inputs,
@@ -36,7 +39,17 @@ namespace {
 class Simplifier {
  public:
   explicit Simplifier(ir::Graph& g)
-      : g_(g), def_(definers(g)), subst_(identity_substitution(g)), dead_(g.nodes.size()) {}
+      : g_(g),
+        def_(definers(g)),
+        subst_(identity_substitution(g)),
+        dead_(g.nodes.size()),
+        uses_(g.types.size(), 0) {
+    for (const ir::Node& n : g.nodes)
+      for (int v : n.inputs)
+        ++uses_[static_cast<size_t>(v)];
+    for (int v : g.results)
+      ++uses_[static_cast<size_t>(v)];
+  }
 
   bool run() {
     bool changed = false;
@@ -68,6 +81,7 @@ class Simplifier {
   std::vector<int> def_;
   std::vector<int> subst_;
   std::vector<bool> dead_;
+  std::vector<int> uses_;  // reads of each value in the graph as it came in
 
   int resolve(int v) const {
     while (subst_[static_cast<size_t>(v)] != v)
@@ -183,6 +197,10 @@ class Simplifier {
       n.inputs[0] = p->inputs[0];
       rewrote = true;
     }
+    if (!copy_attr && reduce_without_kept_dims(n)) {
+      rewrote = true;
+      return -1;
+    }
     // The identity: every output dim is x's (copied from the same dim, or known and equal),
     // or it is the one free -1 ("the rest"), which then resolves to x's dim as long as the
     // other dims are known and their product is not 0 (else the reshape raises at run time).
@@ -209,6 +227,28 @@ class Simplifier {
       }
     }
     return free == 0 || (free == 1 && all_known && rest > 0) ? in : -1;
+  }
+
+  // Rewrites reshape n of a keepdims reduction into that reduction without the kept dims,
+  // where that gives n's type exactly (every shape known) and n is the reduction's only
+  // reader (else the reduction would run twice).
+  bool reduce_without_kept_dims(ir::Node& n) {
+    for (const char* r : {"reduce_sum", "reduce_prod", "reduce_max", "reduce_min"}) {
+      const ir::Node* p = producer(n.inputs[0], r);
+      if (!p || !p->attrs.b("keepdims") || uses_[static_cast<size_t>(n.inputs[0])] != 1) continue;
+      const TensorType& x = type(p->inputs[0]);
+      if (!fully_known(x) || !fully_known(type(n.outputs[0]))) return false;
+      Attrs attrs = p->attrs;
+      attrs.set("keepdims", false);
+      const OpDef& op = registry().op(r);
+      const std::vector<TensorType> inferred = op.infer()(op, {&x, 1}, attrs);
+      if (inferred.size() != 1 || !(inferred[0] == type(n.outputs[0]))) return false;
+      n.op = r;
+      n.inputs = {p->inputs[0]};
+      n.attrs = std::move(attrs);
+      return true;
+    }
+    return false;
   }
 
   // op(..., broadcast_to(s), ...) -> op(..., s, ...) where op broadcasts its operands itself
