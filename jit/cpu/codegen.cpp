@@ -330,6 +330,24 @@ int64_t buffers_size(const KernelPlan& plan) {
   return n;
 }
 
+AliasScopes::AliasScopes(llvm::LLVMContext& ctx, const std::string& kernel, size_t outputs) {
+  llvm::MDBuilder mdb(ctx);
+  llvm::MDNode* domain = mdb.createAnonymousAliasScopeDomain(kernel);
+  llvm::Metadata* in = mdb.createAnonymousAliasScope(domain, "in");
+  std::vector<llvm::Metadata*> outs;
+  for (size_t k = 0; k < outputs; ++k)
+    outs.push_back(mdb.createAnonymousAliasScope(domain, fmt::format("out{}", k)));
+  in_scope = llvm::MDNode::get(ctx, {in});
+  in_noalias = llvm::MDNode::get(ctx, outs);
+  for (size_t k = 0; k < outputs; ++k) {
+    out_scope.push_back(llvm::MDNode::get(ctx, {outs[k]}));
+    std::vector<llvm::Metadata*> others = {in};
+    for (size_t j = 0; j < outputs; ++j)
+      if (j != k) others.push_back(outs[j]);
+    out_noalias.push_back(llvm::MDNode::get(ctx, others));
+  }
+}
+
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;
@@ -397,29 +415,15 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
   // (the inputs share one scope, each output has its own), and the vectorizer then needs no
   // run-time overlap checks and no scalar fallback loop. The in-place loop stores through the
   // inputs' own pointers and has none.
-  llvm::MDBuilder mdb(ctx);
-  llvm::MDNode* domain = mdb.createAnonymousAliasScopeDomain(plan.name);
-  llvm::MDNode* in_scope = mdb.createAnonymousAliasScope(domain, "in");
-  std::vector<llvm::Metadata*> out_scopes;
-  for (size_t k = 0; k < start.out.size(); ++k)
-    out_scopes.push_back(mdb.createAnonymousAliasScope(domain, fmt::format("out{}", k)));
+  const AliasScopes alias(ctx, plan.name, start.out.size());
   bool scoped = false;
-  auto list = [&](std::vector<llvm::Metadata*> v) { return llvm::MDNode::get(ctx, v); };
-  llvm::MDNode* load_scope = list({in_scope});
-  llvm::MDNode* load_noalias = list(out_scopes);
-  auto store_noalias = [&](size_t k) {
-    std::vector<llvm::Metadata*> v = {in_scope};
-    for (size_t j = 0; j < out_scopes.size(); ++j)
-      if (j != k) v.push_back(out_scopes[j]);
-    return list(v);
-  };
 
   // The body at one element: `flat` indexes full inputs and outputs; `bcast(k)` indexes the
   // k-th broadcast input.
   auto body = [&](llvm::Value* flat, const std::map<int, llvm::Value*>& bcast_index) {
     std::map<int, llvm::Value*> v = value;
-    llvm::MDNode* ls = scoped ? load_scope : nullptr;
-    llvm::MDNode* ln = scoped ? load_noalias : nullptr;
+    llvm::MDNode* ls = scoped ? alias.in_scope : nullptr;
+    llvm::MDNode* ln = scoped ? alias.in_noalias : nullptr;
     for (const KernelInput& in : plan.inputs) {
       const DType d = g.types[static_cast<size_t>(in.value)].dtype;
       if (in.kind == InputKind::full) v[in.value] = em.load(d, base[in.value], flat, ls, ln);
@@ -437,7 +441,7 @@ void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::
       const int o = grp.outputs[k];
       if (scoped)
         em.store(g.types[static_cast<size_t>(o)].dtype, v.at(o), out_ptrs[k], flat,
-                 list({out_scopes[k]}), store_noalias(k));
+                 alias.out_scope[k], alias.out_noalias[k]);
       else
         em.store(g.types[static_cast<size_t>(o)].dtype, v.at(o), out_ptrs[k], flat);
     }

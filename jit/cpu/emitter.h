@@ -243,6 +243,16 @@ struct KernelStart {
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm);
 
+// Scoped alias metadata for a kernel whose outputs are fresh buffers, overlapping neither its
+// inputs nor each other: the inputs share one scope and each output has its own, so the
+// vectorizer needs no run-time overlap checks (nor the scalar loops they guard).
+struct AliasScopes {
+  llvm::MDNode* in_scope = nullptr;                   // input loads: their scope,
+  llvm::MDNode* in_noalias = nullptr;                 // and the outputs they do not overlap
+  std::vector<llvm::MDNode*> out_scope, out_noalias;  // per output: its loads and stores
+  AliasScopes(llvm::LLVMContext& ctx, const std::string& kernel, size_t outputs);
+};
+
 // An elementwise kernel (codegen.cpp). `stream`: the x86 streaming entry (can_stream in
 // codegen.h), which assumes 64-byte aligned outputs and ends with a store fence.
 void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm,

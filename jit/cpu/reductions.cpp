@@ -289,8 +289,24 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   const std::map<int, InputKind>& kind = start.kind;
   auto dtype = [&](int v) { return g.types[static_cast<size_t>(v)].dtype; };
   std::map<int, llvm::Value*> out_ptr;
-  for (size_t o = 0; o < grp.outputs.size(); ++o)
+  std::map<int, size_t> out_index;
+  for (size_t o = 0; o < grp.outputs.size(); ++o) {
     out_ptr[grp.outputs[o]] = start.out[o];
+    out_index[grp.outputs[o]] = o;
+  }
+  // Its outputs are fresh buffers (a program never runs in place).
+  const AliasScopes alias(ctx, plan.name, grp.outputs.size());
+  auto load_in = [&](int v, llvm::Value* index) {
+    return em.load(dtype(v), base[v], index, alias.in_scope, alias.in_noalias);
+  };
+  auto load_out = [&](int o, llvm::Value* index) {
+    const size_t k = out_index.at(o);
+    return em.load(dtype(o), out_ptr[o], index, alias.out_scope[k], alias.out_noalias[k]);
+  };
+  auto store_out = [&](int o, llvm::Value* x, llvm::Value* index) {
+    const size_t k = out_index.at(o);
+    em.store(dtype(o), x, out_ptr[o], index, alias.out_scope[k], alias.out_noalias[k]);
+  };
   std::map<int, const ir::Node*> member;
   for (int i : grp.nodes)
     member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
@@ -319,8 +335,7 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   loop(begin, end, [&](llvm::Value* j) {
     for (const ir::Node* n : reductions) {
       const double init = n->op == "reduce_sum" ? 0.0 : n->op == "reduce_max" ? -inf : inf;
-      em.store(dtype(n->outputs[0]), em.fconst(dtype(n->outputs[0]), init), out_ptr[n->outputs[0]],
-               j);
+      store_out(n->outputs[0], em.fconst(dtype(n->outputs[0]), init), j);
     }
   });
   // Matmul members (small contractions, fusion.h): A [rows, K] times B [K, cols].
@@ -332,8 +347,7 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
     llvm::Value* row_base = b.CreateMul(r, cols);
     std::map<int, llvm::Value*> per_row = fixed;
     for (const KernelInput& in : plan.inputs)
-      if (in.kind == InputKind::row)
-        per_row[in.value] = em.load(dtype(in.value), base[in.value], r);
+      if (in.kind == InputKind::row) per_row[in.value] = load_in(in.value, r);
     // A product's row of A is the same for every column: loaded once per row.
     std::map<const ir::Node*, std::vector<llvm::Value*>> a_row;
     for (const ir::Node* n : products) {
@@ -341,7 +355,7 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
       const int64_t k_len = g.types[static_cast<size_t>(a)].shape[1];
       llvm::Value* a_base = b.CreateMul(r, b.getInt64(k_len));
       for (int64_t k = 0; k < k_len; ++k)
-        a_row[n].push_back(em.load(dtype(a), base[a], b.CreateAdd(a_base, b.getInt64(k))));
+        a_row[n].push_back(load_in(a, b.CreateAdd(a_base, b.getInt64(k))));
     }
     loop(begin, end, [&](llvm::Value* j) {
       std::map<int, llvm::Value*> memo = per_row;
@@ -354,15 +368,14 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
           const int bv = n->inputs[1];
           const int64_t n_cols = g.types[static_cast<size_t>(bv)].shape[1];
           for (size_t k = 0; k < a_row.at(n).size(); ++k) {
-            llvm::Value* bk = em.load(dtype(bv), base[bv],
-                                      b.CreateAdd(b.getInt64(static_cast<int64_t>(k) * n_cols), j));
+            llvm::Value* bk =
+                load_in(bv, b.CreateAdd(b.getInt64(static_cast<int64_t>(k) * n_cols), j));
             x = x == nullptr ? b.CreateFMul(a_row.at(n)[k], bk)
                              : b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {bk->getType()},
                                                  {a_row.at(n)[k], bk, x});
           }
         } else if (auto k = kind.find(v); k != kind.end()) {
-          x = em.load(dtype(v), base[v],
-                      k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
+          x = load_in(v, k->second == InputKind::full ? b.CreateAdd(row_base, j) : j);
         } else {
           std::vector<llvm::Value*> args;
           for (int a : n->inputs)
@@ -373,7 +386,7 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
       };
       for (const ir::Node* n : reductions) {
         const int o = n->outputs[0];
-        llvm::Value* acc = em.load(dtype(o), out_ptr[o], j);
+        llvm::Value* acc = load_out(o, j);
         llvm::Value* x = value(n->inputs[0]);
         llvm::Value* next =
             n->op == "reduce_sum"
@@ -381,12 +394,12 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
                 : b.CreateBinaryIntrinsic(
                       n->op == "reduce_max" ? llvm::Intrinsic::maximum : llvm::Intrinsic::minimum,
                       acc, x);
-        em.store(dtype(o), next, out_ptr[o], j);
+        store_out(o, next, j);
       }
       for (size_t k = 0; k < grp.outputs.size(); ++k)
         if (plan.output_full[k]) {
           const int o = grp.outputs[k];
-          em.store(dtype(o), value(o), out_ptr[o], b.CreateAdd(row_base, j));
+          store_out(o, value(o), b.CreateAdd(row_base, j));
         }
     });
   });
