@@ -15,13 +15,10 @@
 #include <kiln/core/arena.h>
 #include <kiln/jit/executable.h>
 #include <kiln/jit/fusion.h>
+#include <kiln/jit/graph_util.h>
 
 namespace kiln::jit {
 namespace {
-
-bool is_static(const Shape& s) {
-  return std::all_of(s.begin(), s.end(), [](int64_t d) { return d >= 0; });
-}
 
 // A 2-D f32 matmul with static shapes and at least kMinEpilogueProductMacs multiply-adds.
 bool is_large_product(const ir::Graph& g, const ir::Node& n) {
@@ -30,7 +27,7 @@ bool is_large_product(const ir::Graph& g, const ir::Node& n) {
   const TensorType& b = g.types[static_cast<size_t>(n.inputs[1])];
   const TensorType& out = g.types[static_cast<size_t>(n.outputs[0])];
   if (a.shape.rank() != 2 || b.shape.rank() != 2 || out.shape.rank() != 2) return false;
-  if (!is_static(a.shape) || !is_static(b.shape) || !is_static(out.shape)) return false;
+  if (!fully_known(a) || !fully_known(b) || !fully_known(out)) return false;
   if (a.dtype != DType::f32 || b.dtype != DType::f32 || out.dtype != DType::f32) return false;
   return a.shape[0] * a.shape[1] * b.shape[1] >= kMinEpilogueProductMacs;
 }
