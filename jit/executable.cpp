@@ -120,10 +120,6 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
              plan_.groups[static_cast<size_t>(grp)].prologue.empty();
     });
   product_epilogue_.resize(plan_.steps.size(), false);
-  for (size_t k = 0; k < plan_.steps.size(); ++k)
-    KILN_ASSERT(
-        !product_epilogue_[k] || (k + 1 < plan_.steps.size() && plan_.steps[k + 1].group >= 0),
-        "function '{}': product step {} has no epilogue after it", graph_.name, k);
   // The last step that reads each value (results are never released). A product's operands
   // live until its epilogue, the next step, is done.
   std::vector<int> last_use(graph_.types.size(), -1);

@@ -65,8 +65,11 @@ std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
     }
   }
   std::vector<bool> paired(plan.steps.size(), false);
-  for (size_t k = 0; k < plan.steps.size(); ++k)
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
     paired[k] = plan.steps[k].node >= 0 && has(paired_nodes, plan.steps[k].node);
+    KILN_ASSERT(!paired[k] || (k + 1 < plan.steps.size() && plan.steps[k + 1].group >= 0),
+                "pair_product_epilogues: the product at step {} has no kernel after it", k);
+  }
   return paired;
 }
 
