@@ -144,6 +144,15 @@ bool fully_known(const TensorType& t) {
   return std::none_of(t.shape.begin(), t.shape.end(), [](int64_t d) { return d < 0; });
 }
 
+bool is_static_matrix_product(const ir::Graph& g, const ir::Node& n) {
+  if (n.op != "matmul" || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
+  const TensorType& a = g.types[static_cast<size_t>(n.inputs[0])];
+  const TensorType& b = g.types[static_cast<size_t>(n.inputs[1])];
+  const TensorType& out = g.types[static_cast<size_t>(n.outputs[0])];
+  return a.shape.rank() == 2 && b.shape.rank() == 2 && fully_known(a) && fully_known(b) &&
+         a.shape[1] == b.shape[0] && out.shape == Shape{a.shape[0], b.shape[1]};
+}
+
 bool identical(const Attrs& a, const Attrs& b) {
   const auto& x = a.items();
   const auto& y = b.items();

@@ -47,6 +47,10 @@ ir::Graph deep_copy(const ir::Graph& g);
 // Whether every dim is known (no -1).
 bool fully_known(const TensorType& t);
 
+// Whether n is a product of two matrices, [M, K] x [K, N] -> [M, N], every dim known (the
+// plan-level folds of contraction_folding.cpp and product_epilogue.cpp start from these).
+bool is_static_matrix_product(const ir::Graph& g, const ir::Node& n);
+
 // Attribute lists that are identical, with doubles compared by bit pattern (0.0 and -0.0
 // differ; Attrs::operator== would say they are equal).
 bool identical(const Attrs& a, const Attrs& b);

@@ -22,13 +22,10 @@ namespace {
 
 // A 2-D f32 matmul with static shapes and at least kMinEpilogueProductMacs multiply-adds.
 bool is_large_product(const ir::Graph& g, const ir::Node& n) {
-  if (n.op != "matmul" || n.inputs.size() != 2 || n.outputs.size() != 1) return false;
+  if (!is_static_matrix_product(g, n)) return false;
   const TensorType& a = g.types[static_cast<size_t>(n.inputs[0])];
   const TensorType& b = g.types[static_cast<size_t>(n.inputs[1])];
-  const TensorType& out = g.types[static_cast<size_t>(n.outputs[0])];
-  if (a.shape.rank() != 2 || b.shape.rank() != 2 || out.shape.rank() != 2) return false;
-  if (!fully_known(a) || !fully_known(b) || !fully_known(out)) return false;
-  if (a.dtype != DType::f32 || b.dtype != DType::f32 || out.dtype != DType::f32) return false;
+  if (a.dtype != DType::f32 || b.dtype != DType::f32) return false;
   return a.shape[0] * a.shape[1] * b.shape[1] >= kMinEpilogueProductMacs;
 }
 
