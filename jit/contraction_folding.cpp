@@ -24,39 +24,29 @@ bool is_small_contraction(const ir::Graph& g, const ir::Node& n) {
 }  // namespace
 
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
-  for (bool changed = true; changed;) {
-    changed = false;
-    const std::vector<int> reader = sole_readers(g, plan);
-    for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
-      const Step& s = plan.steps[k];
-      if (s.node < 0) continue;
-      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
-      if (!is_small_contraction(g, n)) continue;
-      const int v = n.outputs[0];
-      const int r = reader[static_cast<size_t>(v)];
-      if (r < 0) continue;
-      const Step& consumer = plan.steps[static_cast<size_t>(r)];
-      if (consumer.group < 0) continue;
-      FusionGroup& grp = plan.groups[static_cast<size_t>(consumer.group)];
-      // The product's index space must be the program's: element (i, j) of the product is
-      // computed at row i, column j.
-      if (!grp.column_program || g.types[static_cast<size_t>(v)].shape != grp.shape) continue;
-      // The operands are read at the product's own indices only: neither may also be read by
-      // the program another way, nor be the same value twice.
-      const int a = n.inputs[0], b = n.inputs[1];
-      auto in_group = [&](int x) {
-        return std::find(grp.inputs.begin(), grp.inputs.end(), x) != grp.inputs.end();
-      };
-      if (a == b || in_group(a) || in_group(b)) continue;
-      grp.inputs.erase(std::find(grp.inputs.begin(), grp.inputs.end(), v));
-      grp.inputs.push_back(a);
-      grp.inputs.push_back(b);
-      grp.nodes.insert(std::upper_bound(grp.nodes.begin(), grp.nodes.end(), s.node), s.node);
-      // The operands were ready when the product ran, so they are when the program runs.
-      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
-      changed = true;
-    }
-  }
+  fold_into_sole_readers(g, plan, [&](size_t k, size_t r, int v) {
+    const int node = plan.steps[k].node;
+    const ir::Node& n = g.nodes[static_cast<size_t>(node)];
+    if (!is_small_contraction(g, n)) return false;
+    FusionGroup& grp = plan.groups[static_cast<size_t>(plan.steps[r].group)];
+    // The product's index space must be the program's: element (i, j) of the product is
+    // computed at row i, column j.
+    if (!grp.column_program || g.types[static_cast<size_t>(v)].shape != grp.shape) return false;
+    // The operands are read at the product's own indices only: neither may also be read by
+    // the program another way, nor be the same value twice.
+    const int a = n.inputs[0], b = n.inputs[1];
+    auto in_group = [&](int x) {
+      return std::find(grp.inputs.begin(), grp.inputs.end(), x) != grp.inputs.end();
+    };
+    if (a == b || in_group(a) || in_group(b)) return false;
+    grp.inputs.erase(std::find(grp.inputs.begin(), grp.inputs.end(), v));
+    grp.inputs.push_back(a);
+    grp.inputs.push_back(b);
+    grp.nodes.insert(std::upper_bound(grp.nodes.begin(), grp.nodes.end(), node), node);
+    // The operands were ready when the product ran, so they are when the program runs.
+    plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+    return true;
+  });
 }
 
 }  // namespace kiln::jit

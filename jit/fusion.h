@@ -84,6 +84,12 @@ std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);
 // Per value, the one step that reads it: -1 for none, -2 for more than one or a result.
 std::vector<int> sole_readers(const ir::Graph& g, const FusionPlan& plan);
+// The scan the plan-level folds share (views, short contractions, product epilogues): for
+// each step k that runs a node with one output v, read by the step r of a group alone, calls
+// fold(k, r, v). A fold that changed the plan returns true and the scan starts over on the
+// new plan, until a pass over every step changes nothing.
+void fold_into_sole_readers(const ir::Graph& g, FusionPlan& plan,
+                            const std::function<bool(size_t k, size_t r, int v)>& fold);
 
 // Row programs: whether t is a per-row shape of the row space [R..., C] (with or without the
 // kept 1: what a member reduction makes), a per-column one ([C] or [1..., C]), and whether an

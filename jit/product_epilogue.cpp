@@ -37,30 +37,22 @@ std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
   auto has = [](const std::vector<int>& xs, int x) {
     return std::find(xs.begin(), xs.end(), x) != xs.end();
   };
-  for (bool changed = true; changed;) {
-    changed = false;
-    const std::vector<int> reader = sole_readers(g, plan);
-    for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
-      const Step s = plan.steps[k];
-      if (s.node < 0 || has(paired_nodes, s.node)) continue;
-      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
-      if (!is_large_product(g, n)) continue;
-      const int v = n.outputs[0];
-      const int r = reader[static_cast<size_t>(v)];
-      if (r < 0) continue;
-      const int grp = plan.steps[static_cast<size_t>(r)].group;
-      if (grp < 0 || has(paired_groups, grp) || !flat(grp)) continue;
-      if (plan.groups[static_cast<size_t>(grp)].shape != g.types[static_cast<size_t>(v)].shape)
-        continue;
-      // Down to just before the kernel: nothing in between reads the product, and its
-      // operands were ready where it was.
-      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
-      plan.steps.insert(plan.steps.begin() + r - 1, s);
-      paired_nodes.push_back(s.node);
-      paired_groups.push_back(grp);
-      changed = true;
-    }
-  }
+  fold_into_sole_readers(g, plan, [&](size_t k, size_t r, int v) {
+    const Step s = plan.steps[k];
+    if (has(paired_nodes, s.node) || !is_large_product(g, g.nodes[static_cast<size_t>(s.node)]))
+      return false;
+    const int grp = plan.steps[r].group;
+    if (has(paired_groups, grp) || !flat(grp) ||
+        plan.groups[static_cast<size_t>(grp)].shape != g.types[static_cast<size_t>(v)].shape)
+      return false;
+    // Down to just before the kernel: nothing in between reads the product, and its operands
+    // were ready where it was.
+    plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+    plan.steps.insert(plan.steps.begin() + static_cast<std::ptrdiff_t>(r) - 1, s);
+    paired_nodes.push_back(s.node);
+    paired_groups.push_back(grp);
+    return true;
+  });
   std::vector<bool> paired(plan.steps.size(), false);
   for (size_t k = 0; k < plan.steps.size(); ++k) {
     paired[k] = plan.steps[k].node >= 0 && has(paired_nodes, plan.steps[k].node);

@@ -34,31 +34,36 @@ std::vector<int> sole_readers(const ir::Graph& g, const FusionPlan& plan) {
   return reader;
 }
 
-void absorb_views(const ir::Graph& g, FusionPlan& plan) {
-  bool changed = true;
-  while (changed) {
+void fold_into_sole_readers(const ir::Graph& g, FusionPlan& plan,
+                            const std::function<bool(size_t k, size_t r, int v)>& fold) {
+  for (bool changed = true; changed;) {
     changed = false;
     const std::vector<int> reader = sole_readers(g, plan);
     for (size_t k = 0; k < plan.steps.size() && !changed; ++k) {
       const Step& s = plan.steps[k];
-      if (s.node < 0) continue;
-      const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
-      if (!is_view_op(n.op) || n.outputs.size() != 1 || n.inputs.size() != 1) continue;
-      const int v = n.outputs[0];
+      if (s.node < 0 || g.nodes[static_cast<size_t>(s.node)].outputs.size() != 1) continue;
+      const int v = g.nodes[static_cast<size_t>(s.node)].outputs[0];
       const int r = reader[static_cast<size_t>(v)];
-      if (r < 0) continue;
-      const Step& consumer = plan.steps[static_cast<size_t>(r)];
-      if (consumer.group < 0) continue;
-      FusionGroup& grp = plan.groups[static_cast<size_t>(consumer.group)];
-      if (grp.row_program || grp.column_program) continue;
-      // Read by the kernel or by a prologue node: chains of views fold from the kernel out.
-      if (g.types[static_cast<size_t>(v)].dtype != g.types[static_cast<size_t>(n.inputs[0])].dtype)
-        continue;
-      grp.prologue.insert(grp.prologue.begin(), s.node);
-      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
-      changed = true;
+      if (r < 0 || plan.steps[static_cast<size_t>(r)].group < 0) continue;
+      changed = fold(k, static_cast<size_t>(r), v);
     }
   }
+}
+
+void absorb_views(const ir::Graph& g, FusionPlan& plan) {
+  fold_into_sole_readers(g, plan, [&](size_t k, size_t r, int v) {
+    const int node = plan.steps[k].node;
+    const ir::Node& n = g.nodes[static_cast<size_t>(node)];
+    if (!is_view_op(n.op) || n.inputs.size() != 1) return false;
+    FusionGroup& grp = plan.groups[static_cast<size_t>(plan.steps[r].group)];
+    if (grp.row_program || grp.column_program) return false;
+    // Read by the kernel or by a prologue node: chains of views fold from the kernel out.
+    if (g.types[static_cast<size_t>(v)].dtype != g.types[static_cast<size_t>(n.inputs[0])].dtype)
+      return false;
+    grp.prologue.insert(grp.prologue.begin(), node);
+    plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+    return true;
+  });
 }
 
 }  // namespace kiln::jit
