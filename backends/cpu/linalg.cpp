@@ -150,6 +150,25 @@ constexpr int64_t kSgemmEpilogueElements = 1 << 16;
 // Products of at least this many multiply-adds run that pass on each thread's block of rows.
 constexpr int64_t kRowBlockEpilogueMacs = int64_t{1} << 20;
 
+SgemmOperands sgemm_operands(const Mat3& a, const Mat3& b) {
+  SgemmOperands o;
+  o.ta = is_row_major(a) ? 'N' : 'T';
+  o.tb = is_row_major(b) ? 'N' : 'T';
+  o.lda = o.ta == 'N' ? a.sr : a.sc;
+  o.ldb = o.tb == 'N' ? b.sr : b.sc;
+  o.row_step = a.sr;
+  o.pa = reinterpret_cast<const float*>(a.base());
+  o.pb = reinterpret_cast<const float*>(b.base());
+  return o;
+}
+
+// Rows [r0, r1) of the [., N] product into the dense `out`, contracting over K.
+bool sgemm_rows(const SgemmOperands& o, int64_t N, int64_t K, float* out, int64_t r0, int64_t r1) {
+  if (r1 <= r0) return true;
+  return dnnl_sgemm(o.ta, o.tb, r1 - r0, N, K, 1.f, o.pa + r0 * o.row_step, o.lda, o.pb, o.ldb, 0.f,
+                    out + r0 * N, N) == dnnl_success;
+}
+
 // out[r, :] = act(out[r, :] + bias) over `rows` rows of N.
 void bias_act_rows(float* o, const float* pb, int64_t rows, int64_t N, bool relu) {
   parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)),
@@ -195,26 +214,21 @@ bool matmul_onednn(const Mat3& a, const Mat3& b, float* out, int64_t B, int64_t 
   // only small outputs (a pass over them costs little) take this road when there is one.
   const int64_t rows = fold ? B * M : M;
   if ((fold || B == 1) && (bias == nullptr || rows * N <= kSgemmEpilogueElements)) {
-    const char ta = is_row_major(a) ? 'N' : 'T', tb = is_row_major(b) ? 'N' : 'T';
-    const int64_t lda = ta == 'N' ? a.sr : a.sc, ldb = tb == 'N' ? b.sr : b.sc;
-    const float* pa = reinterpret_cast<const float*>(a.base());
-    const float* pb = reinterpret_cast<const float*>(b.base());
+    const SgemmOperands o = sgemm_operands(a, b);
     if (bias != nullptr && rows * N * K >= kRowBlockEpilogueMacs && rows >= 16) {
       // A large product: each thread computes a block of rows and adds the bias to them (and
       // applies the relu) while they are in its cache.
-      const int64_t row_step = ta == 'N' ? lda : 1;
       std::atomic<bool> ok{true};
       parallel_for(rows, std::max<int64_t>(8, kRowBlockEpilogueMacs / 4 / (N * K)),
                    [&](int64_t r0, int64_t r1) {
-                     if (dnnl_sgemm(ta, tb, r1 - r0, N, K, 1.f, pa + r0 * row_step, lda, pb, ldb,
-                                    0.f, out + r0 * N, N) != dnnl_success) {
+                     if (!sgemm_rows(o, N, K, out, r0, r1)) {
                        ok.store(false);
                        return;
                      }
                      bias_act_rows(out + r0 * N, bias, r1 - r0, N, relu);
                    });
       if (ok.load()) return true;
-    } else if (dnnl_sgemm(ta, tb, rows, N, K, 1.f, pa, lda, pb, ldb, 0.f, out, N) == dnnl_success) {
+    } else if (sgemm_rows(o, N, K, out, 0, rows)) {
       if (bias != nullptr) bias_act_rows(out, bias, rows, N, relu);
       return true;
     }
@@ -333,22 +347,14 @@ std::optional<RowBlockProduct> RowBlockProduct::make(const Tensor& a, const Tens
   RowBlockProduct p;
   p.a_ = a;
   p.b_ = b;
-  p.pa_ = reinterpret_cast<const float*>(ma.base());
-  p.pb_ = reinterpret_cast<const float*>(mb.base());
-  p.ta_ = is_row_major(ma) ? 'N' : 'T';
-  p.tb_ = is_row_major(mb) ? 'N' : 'T';
-  p.lda_ = p.ta_ == 'N' ? ma.sr : ma.sc;
-  p.ldb_ = p.tb_ == 'N' ? mb.sr : mb.sc;
-  p.row_step_ = ma.sr;
+  p.op_ = sgemm_operands(ma, mb);
   p.K_ = ma.C;
   p.N_ = mb.C;
   return p;
 }
 
 bool RowBlockProduct::rows(float* out, int64_t r0, int64_t r1) const {
-  if (r1 <= r0) return true;
-  return dnnl_sgemm(ta_, tb_, r1 - r0, N_, K_, 1.f, pa_ + r0 * row_step_, lda_, pb_, ldb_, 0.f,
-                    out + r0 * N_, N_) == dnnl_success;
+  return sgemm_rows(op_, N_, K_, out, r0, r1);
 }
 
 KILN_STATIC_INIT {

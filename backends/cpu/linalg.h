@@ -11,6 +11,15 @@
 
 namespace kiln::cpu {
 
+// A 2-D f32 product's dnnl_sgemm arguments, from its operands' layouts ('N' or 'T' each).
+struct SgemmOperands {
+  char ta = 'N', tb = 'N';
+  int64_t lda = 0, ldb = 0;
+  int64_t row_step = 0;  // a's elements from one row to the next
+  const float* pa = nullptr;
+  const float* pb = nullptr;
+};
+
 // out = a x b for f32 matrices a [M, K] and b [K, N], row-major or transposed views, written
 // to a dense row-major [M, N] buffer a block of rows at a time through dnnl_sgemm.
 class RowBlockProduct {
@@ -25,10 +34,7 @@ class RowBlockProduct {
  private:
   RowBlockProduct() = default;
   Tensor a_, b_;  // keep the operands' storage alive
-  const float* pa_ = nullptr;
-  const float* pb_ = nullptr;
-  char ta_ = 'N', tb_ = 'N';
-  int64_t lda_ = 0, ldb_ = 0, row_step_ = 0;  // row_step_: a's elements from one row to the next
+  SgemmOperands op_;
   int64_t K_ = 0, N_ = 0;
 };
 
