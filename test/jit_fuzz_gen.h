@@ -8,8 +8,10 @@
 // against [b], [a,1], [1,b], [], or one more leading dim). Sizes are 1..17 with 1 and odd
 // sizes favoured; results stay under 2048 elements so the fuzzer also runs under ASan. One seed
 // in 16 is big (dims up to 1000, results up to 2^18 elements): kernels then split across
-// threads. Modes by seed: special (NaN, inf, -0.0 inputs) when seed % 8 == 7, dynamic (a -1
-// batch in the input_signature, called with two batch sizes) when seed % 3 == 1.
+// threads, and the program ends in a dense layer whose product is often large enough for the
+// JIT to compute it in row blocks (matmul_bias_act, product epilogues). Modes by seed: special
+// (NaN, inf, -0.0 inputs) when seed % 8 == 7, dynamic (a -1 batch in the input_signature, called
+// with two batch sizes) when seed % 3 == 1.
 
 #include <array>
 
@@ -65,6 +67,8 @@ class Generator {
     const int steps = 4 + static_cast<int>(next(14));
     for (int tries = 0; tries < 400 && static_cast<int>(p_.steps.size()) < steps; ++tries)
       step();
+    // Big programs end in a layer, so that its product is live and often large.
+    if (big_) layer();
     const int n = static_cast<int>(values());
     const int first = static_cast<int>(p_.inputs.size());
     const int outs = std::min(n - first, 1 + static_cast<int>(next(3)));
@@ -170,7 +174,7 @@ class Generator {
   }
 
   void step() {
-    switch (next(20)) {
+    switch (next(21)) {
       case 0:
       case 1:
       case 2:
@@ -213,6 +217,9 @@ class Generator {
         break;
       case 18:
         expand_squeeze_or_broadcast();
+        break;
+      case 19:
+        layer();
         break;
       default:
         concat();
@@ -412,6 +419,90 @@ class Generator {
     out.push_back(sb.back());
     const double bo = bound(a) * bound(b) * static_cast<double>(k);
     add({Op::matmul, {a, b}, {}, false, 0, dtype(a), Shape(out)}, ints ? std::min(bo, 2e9) : bo);
+  }
+
+  // A dense layer as training code writes it: x (or x^T) times a captured weight (or a
+  // transposed one), then either a bias and an activation (matmul_bias_act when it is relu),
+  // or an elementwise chain over the product alone, such as an optimizer update (the product
+  // epilogues). In big programs the product often reaches the size at which the JIT computes
+  // it in row blocks across threads. The constants come first, so that the last values, which
+  // become the results, are the layer's.
+  void layer() {
+    // Of the inputs' values (a product of constants folds away), f32 most often.
+    const bool f32_only = coin(0.8);
+    int a = pick([&](int v) {
+      const Shape& s = shape(v);
+      return (f32_only ? dtype(v) == f32 : is_float_type(dtype(v))) && s.rank() >= 2 &&
+             s.back() >= 0 && (s.rank() == 2 || known(s)) && reads_input(v);
+    });
+    if (a < 0) return;
+    const DType d = dtype(a);
+    if (shape(a).rank() > 2) {  // flattened to rows, as a dense layer over an image would be
+      const Shape rows({numel(shape(a)) / shape(a).back(), shape(a).back()});
+      a = add({Op::reshape, {a}, rows.dims(), false, 0, d, rows}, bound(a));
+      if (a < 0) return;
+    }
+    const bool transposed = known(shape(a)) && coin(0.3);
+    const int64_t m = shape(a)[transposed ? 1 : 0], k = shape(a)[transposed ? 0 : 1];
+    int64_t n = dim();
+    // Big programs mostly take the smallest width that reaches the row-block size.
+    if (big_ && m > 0 && coin(0.7))
+      for (int64_t c : {31, 64, 127, 257, 1000})
+        if (m * k * c >= int64_t{1} << 20 && m * c <= max_numel_ && k * c <= max_numel_) {
+          n = c;
+          break;
+        }
+    // The product's bound (a constant's is 2) must allow it.
+    if (!p_.special && !(bound(a) * 2 * static_cast<double>(k) <= kMaxBound)) return;
+    const Shape out({m, n});
+    int w = coin(0.3) ? constant(d, Shape({n, k})) : constant(d, Shape({k, n}));
+    const bool bias_act = coin(0.5);
+    // The bias, or one parameter-shaped constant per op of the update (kScaling for a scaling
+    // by a number instead). A batch dim becomes 1 in a constant and broadcasts.
+    constexpr int kScaling = -2;
+    std::vector<int> operands;
+    if (bias_act)
+      operands.push_back(constant(d, coin(0.8) ? Shape({n}) : Shape({1, n})));
+    else
+      for (int i = 0, ops = 1 + static_cast<int>(next(3)); i < ops; ++i)
+        operands.push_back(i == 0 || coin(0.5) ? constant(d, out) : kScaling);
+    int x = a;
+    if (transposed) x = add({Op::transpose, {a}, {1, 0}, false, 0, d, Shape({m, k})}, bound(a));
+    if (w >= 0 && shape(w)[0] != k)
+      w = add({Op::transpose, {w}, {1, 0}, false, 0, d, Shape({k, n})}, bound(w));
+    if (x < 0 || w < 0 || std::find(operands.begin(), operands.end(), -1) != operands.end()) return;
+    int y = add({Op::matmul, {x, w}, {}, false, 0, d, out},
+                bound(x) * bound(w) * static_cast<double>(k));
+    if (bias_act) {
+      if (y >= 0)
+        y = add({Op::add, {y, operands[0]}, {}, false, 0, d, out}, bound(y) + bound(operands[0]));
+      if (y < 0 || coin(0.2)) return;
+      const Op act = std::array{Op::relu, Op::relu, Op::relu, Op::tanh, Op::sigmoid}[next(5)];
+      add({act, {y}, {}, false, 0, d, out}, act == Op::relu ? bound(y) : 1);
+      return;
+    }
+    // An update such as `p - lr * g`, last op first in `operands`.
+    for (auto q = operands.rbegin(); q != operands.rend() && y >= 0; ++q) {
+      if (*q == kScaling) {
+        const double c = std::array{1e-3, 0.9, -0.5}[next(3)];
+        y = add({Op::mul_scalar, {y}, {}, false, c, d, out}, bound(y) * std::abs(c));
+      } else {
+        const Op op = std::array{Op::sub, Op::add, Op::mul}[next(3)];
+        y = add({op, {*q, y}, {}, false, 0, d, out},
+                op == Op::mul ? bound(*q) * bound(y) : bound(*q) + bound(y));
+      }
+    }
+  }
+
+  // Whether value v depends on an input of the program.
+  bool reads_input(int v) const {
+    std::vector<bool> reads(values(), false);
+    for (size_t i = 0; i < reads.size(); ++i)
+      reads[i] =
+          i < p_.inputs.size() || std::any_of(p_.steps[i - p_.inputs.size()].args.begin(),
+                                              p_.steps[i - p_.inputs.size()].args.end(),
+                                              [&](int u) { return reads[static_cast<size_t>(u)]; });
+    return reads[static_cast<size_t>(v)];
   }
 
   // Splits n into up to `parts` factors (shuffled primes, plus 1s).
