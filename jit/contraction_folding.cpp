@@ -39,6 +39,12 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
       return std::find(grp.inputs.begin(), grp.inputs.end(), x) != grp.inputs.end();
     };
     if (a == b || in_group(a) || in_group(b)) return false;
+    // Nor may the product be an operand of a product already in the program, which reads its
+    // operands from memory by row and by column.
+    for (int m : grp.nodes) {
+      const ir::Node& member = g.nodes[static_cast<size_t>(m)];
+      if (member.op == "matmul" && (member.inputs[0] == v || member.inputs[1] == v)) return false;
+    }
     grp.inputs.erase(std::find(grp.inputs.begin(), grp.inputs.end(), v));
     grp.inputs.push_back(a);
     grp.inputs.push_back(b);

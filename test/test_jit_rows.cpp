@@ -250,4 +250,38 @@ TEST_CASE("jit: a matmul with a short contraction runs inside the column program
                      std::vector<TensorSpec>{TensorSpec({-1, 4}), TensorSpec({4, 7})});
   CHECK(dynamic.get_concrete_function(x, w4).kernel_count() == 2);
   check_close(dynamic(x, w4), sum(tanh(matmul(x, w4)), {0}), 1e-5, 1e-6);
+  // A product of a product: the outer one joins the program, the inner one, which the outer
+  // reads by row and by column, stays a call (it crashed the emitter: fuzzer seed
+  // 1795741687542, a softmax over the rows of matmul(matmul(x, w), v)).
+  auto chained = kiln::function([](const Tensor& x, const Tensor& w, const Tensor& v) {
+    return sum(exp(matmul(matmul(x, w), v)), {0});
+  });
+  for (const auto& [m, k, n] : {std::array<int64_t, 3>{1, 1, 1}, {9, 4, 7}, {6, 16, 3}}) {
+    INFO("m " << m << " k " << k << " n " << n);
+    const Tensor xc = rnd({m, k}, 7), wc = rnd({k, n}, 8), vc = rnd({n, k}, 9);
+    CHECK(chained.get_concrete_function(xc, wc, vc).kernel_count() == 2);
+    // Independently, in f64 loops.
+    const auto a = cast(xc, DType::f64).to_vector<double>(),
+               b = cast(wc, DType::f64).to_vector<double>(),
+               c = cast(vc, DType::f64).to_vector<double>();
+    std::vector<double> want(static_cast<size_t>(k), 0.0);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double s = 0;
+        for (int64_t q = 0; q < n; ++q) {
+          double p = 0;
+          for (int64_t t = 0; t < k; ++t)
+            p += a[static_cast<size_t>(i * k + t)] * b[static_cast<size_t>(t * n + q)];
+          s += p * c[static_cast<size_t>(q * k + j)];
+        }
+        want[static_cast<size_t>(j)] += std::exp(s);
+      }
+    check_close(cast(chained(xc, wc, vc), DType::f64), from_vector(want, {k}), 1e-5, 1e-5);
+  }
+  // The fuzzer's program: a softmax over the rows of a [1, 1] product of a product.
+  auto softmax_rows = kiln::function([](const Tensor& x, const Tensor& w, const Tensor& v) {
+    return softmax(matmul(matmul(x, w), v), 0);
+  });
+  const Tensor one = rnd({1, 1}, 10);
+  check_close(softmax_rows(one, one, one), full({1, 1}, 1.f), 1e-6, 1e-6);
 }
