@@ -256,7 +256,18 @@ void Executable::plan_in_place() {
     std::vector<int> taken;
     for (int out : plan_.groups[static_cast<size_t>(g)].outputs) {
       const TensorType& ot = graph_.types[static_cast<size_t>(out)];
-      for (const cpu::KernelInput& in : kp.inputs) {
+      // A variable's new value tries its own old buffer first: taking another dying input's
+      // (an optimizer's gradient) would leave the variable's buffer to the allocator and move
+      // the variable to a new address on every call, away from the caches.
+      std::vector<const cpu::KernelInput*> order;
+      for (const cpu::KernelInput& in : kp.inputs)
+        order.push_back(&in);
+      std::stable_partition(order.begin(), order.end(), [&](const cpu::KernelInput* in) {
+        return in->value >= 0 && read_slot[static_cast<size_t>(in->value)] >= 0 &&
+               read_slot[static_cast<size_t>(in->value)] == assigned_slot[static_cast<size_t>(out)];
+      });
+      for (const cpu::KernelInput* pin : order) {
+        const cpu::KernelInput& in = *pin;
         if (in.kind != cpu::InputKind::full) continue;
         const int v = in.value;
         if (std::find(dying.begin(), dying.end(), v) == dying.end()) continue;

@@ -265,9 +265,16 @@ TEST_CASE("product epilogue: a large product runs with its one elementwise reade
       return sum(u.var);
     });
     Tensor ew = init, em = zeros_like(init), ev = zeros_like(init);
+    std::vector<const void*> first;
     for (int i = 0; i < 3; ++i) {
       const Tensor dy = random::normal({128, 96});
       step(xb, dy);
+      // Each new value takes its own variable's buffer, not the dying gradient's (which
+      // would move that variable to a new buffer on every call).
+      const std::vector<const void*> now{wv.value().raw_data(), m.value().raw_data(),
+                                         v.value().raw_data()};
+      if (i == 0) first = now;
+      CHECK(now == first);
       const AdamUpdate u =
           adam_update(ew, em, ev, matmul(transpose(xb, {1, 0}), dy), 1e-2, 0.9, 0.999, 1e-7);
       ew = u.var;
