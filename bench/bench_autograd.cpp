@@ -170,10 +170,10 @@ void BM_mlp_matmuls_sgemm(benchmark::State& state) {
 BENCHMARK(BM_mlp_matmuls_sgemm)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 #if defined(__x86_64__)
-// 12 independent chains of 8-wide FMAs: enough in flight to fill both FMA pipes of a core
-// whatever their latency, with no memory traffic. Returns a lane of the sum so the chains
+// 12 independent chains of vector FMAs: enough in flight to fill both FMA pipes of a core
+// whatever their latency, with no memory traffic. Return a lane of the sum so the chains
 // stay live.
-__attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
+__attribute__((target("avx2,fma"))) float fma_chains_avx2(int64_t iters) {
   __m256 acc[12];
   for (int j = 0; j < 12; ++j)
     acc[j] = _mm256_set1_ps(0.001f * static_cast<float>(j));
@@ -186,28 +186,45 @@ __attribute__((target("avx2,fma"))) float fma_chains(int64_t iters) {
     s = _mm256_add_ps(s, acc[j]);
   return _mm_cvtss_f32(_mm256_castps256_ps128(s));
 }
+
+__attribute__((target("avx512f"))) float fma_chains_avx512(int64_t iters) {
+  __m512 acc[12];
+  for (int j = 0; j < 12; ++j)
+    acc[j] = _mm512_set1_ps(0.001f * static_cast<float>(j));
+  const __m512 a = _mm512_set1_ps(0.9999f), b = _mm512_set1_ps(1e-4f);
+  for (int64_t i = 0; i < iters; ++i)
+    for (int j = 0; j < 12; ++j)
+      acc[j] = _mm512_fmadd_ps(acc[j], a, b);
+  __m512 s = acc[0];
+  for (int j = 1; j < 12; ++j)
+    s = _mm512_add_ps(s, acc[j]);
+  return _mm512_cvtss_f32(s);
+}
 #endif
 
-// The ceiling the matmuls above run against: f32 FMA throughput on every thread Kiln uses
-// (AVX2, as Kiln's kernels are compiled for this host).
+// The ceiling the matmuls above run against: f32 FMA throughput on every thread Kiln uses,
+// at the widest vectors the CPU has (AVX-512 where present: oneDNN's sgemm uses it there).
 void BM_fma_peak(benchmark::State& state) {
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
     state.SkipWithError("this CPU has no AVX2 FMA");
     return;
   }
+  const bool wide = __builtin_cpu_supports("avx512f");
+  const int lanes = wide ? 16 : 8;
   constexpr int64_t kIters = 1 << 18;
   const int threads = kiln::cpu::num_threads();
   for (auto _ : state) {
     float sink = 0.f;
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
-    sink += fma_chains(kIters);
+    sink += wide ? fma_chains_avx512(kIters) : fma_chains_avx2(kIters);
     benchmark::DoNotOptimize(sink);
   }
-  const double flops = 2.0 * 8 * 12 * static_cast<double>(kIters) * threads;
+  const double flops = 2.0 * lanes * 12 * static_cast<double>(kIters) * threads;
   state.counters["GFLOP"] = benchmark::Counter(
       flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
   state.counters["threads"] = threads;
+  state.counters["lanes"] = lanes;
 #else
   state.SkipWithError("an x86-64 benchmark");
 #endif
