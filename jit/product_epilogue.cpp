@@ -5,7 +5,8 @@
 // oneDNN's own choice and lands in the caches of whichever cores wrote it, and the update
 // then splits the elements its own way and reads the gradient back from there or from the
 // last-level cache. Run together, each thread computes a block of the product's rows and
-// updates the same rows at once, from its own cache.
+// updates the same rows at once, from its own cache (and, done early, the end of another
+// thread's rows: run_balanced_epilogue).
 #include <algorithm>
 #include <atomic>
 #include <optional>
@@ -27,6 +28,55 @@ bool is_large_product(const ir::Graph& g, const ir::Node& n) {
   const TensorType& b = g.types[static_cast<size_t>(n.inputs[1])];
   if (a.dtype != DType::f32 || b.dtype != DType::f32) return false;
   return a.shape[0] * a.shape[1] * b.shape[1] >= kMinEpilogueProductMacs;
+}
+
+// Rows of a thread's block that its epilogue claims at a time: ~4K elements, a fraction of a
+// microsecond of an optimizer's update, so that a thread that is done early takes over the
+// end of another's.
+constexpr int64_t kEpilogueChunkElements = 4096;
+
+// One thread's block of product rows: the epilogue's next chunk, and whether the rows exist.
+struct alignas(64) EpilogueBlock {
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> ready{false};
+};
+
+// Each thread computes a fixed block of the product's rows (one oneDNN call: its packing of
+// the shared operand is paid once per thread) and then runs the kernel over that block in
+// chunks, claimed through the block's counter. A thread done with its own chunks claims
+// those left in the blocks whose rows are ready. On a shared machine the two halves of a
+// ~70 us step differ by several microseconds from call to call (another tenant, a cold
+// cache); the waiting at the end then shrinks to about one chunk.
+void run_balanced_epilogue(const kiln::cpu::RowBlockProduct& rows, cpu::KernelFn fn,
+                           void* const* bufs, const int64_t* dims, float* out, int64_t n,
+                           int64_t cols, int threads, std::atomic<bool>& refused) {
+  std::vector<EpilogueBlock> blocks(static_cast<size_t>(threads));
+  const int64_t chunk = std::max<int64_t>(1, kEpilogueChunkElements / std::max<int64_t>(cols, 1));
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t block = (n + nt - 1) / nt;
+    auto drain = [&](int64_t j) {
+      const int64_t b = j * block, e = std::min(n, b + block);
+      EpilogueBlock& s = blocks[static_cast<size_t>(j)];
+      for (;;) {
+        const int64_t r0 = b + s.next.fetch_add(1, std::memory_order_relaxed) * chunk;
+        if (r0 >= e) return;
+        fn(bufs, dims, r0 * cols, std::min(e, r0 + chunk) * cols);
+      }
+    };
+    const int64_t b = id * block, e = std::min(n, b + block);
+    if (b < e && !rows.rows(out, b, e)) {
+      refused.store(true);
+    } else {
+      blocks[static_cast<size_t>(id)].ready.store(true, std::memory_order_release);
+      drain(id);
+      for (int64_t k = 1; k < nt; ++k) {
+        const int64_t j = (id + k) % nt;
+        if (blocks[static_cast<size_t>(j)].ready.load(std::memory_order_acquire)) drain(j);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -99,20 +149,23 @@ void Executable::run_product_epilogue(size_t k, std::vector<Tensor>& vals) const
     const bool fits = prepare_group(grp, vals, Device::cpu(), l);
     KILN_ASSERT(fits, "function '{}': kernel {} refused its shapes", graph_.name, grp);
   }
-  const int64_t cols = type.shape[1],
+  const int64_t n = type.shape[0], cols = type.shape[1],
                 depth = graph_.types[static_cast<size_t>(product.inputs[0])].shape[1];
   // Blocks of at least 2^18 multiply-adds, so that each thread's product stays efficient.
   const int64_t grain =
       std::max<int64_t>(8, (int64_t{1} << 18) / std::max<int64_t>(cols * depth, 1));
   const cpu::KernelFn fn = fns_[grp];
   std::atomic<bool> refused{false};
-  kiln::cpu::parallel_for(type.shape[0], grain, [&](int64_t r0, int64_t r1) {
-    if (!rows->rows(out, r0, r1)) {
+  const int threads = static_cast<int>(
+      std::min<int64_t>(kiln::cpu::num_threads(), std::max<int64_t>(1, n / grain)));
+  if (threads <= 1 || omp_in_parallel()) {
+    if (!rows->rows(out, 0, n))
       refused.store(true);
-      return;
-    }
-    fn(l.bufs.data(), l.dims.data(), r0 * cols, r1 * cols);
-  });
+    else
+      fn(l.bufs.data(), l.dims.data(), 0, n * cols);
+  } else {
+    run_balanced_epilogue(*rows, fn, l.bufs.data(), l.dims.data(), out, n, cols, threads, refused);
+  }
   // dnnl_sgemm refuses only arguments that make() has already checked.
   KILN_ASSERT(!refused.load(), "function '{}': oneDNN refused a {} product's rows", graph_.name,
               type.shape.str());

@@ -266,7 +266,9 @@ TEST_CASE("product epilogue: a large product runs with its one elementwise reade
     });
     Tensor ew = init, em = zeros_like(init), ev = zeros_like(init);
     std::vector<const void*> first;
-    for (int i = 0; i < 3; ++i) {
+    // Twelve calls: each thread's rows are updated in chunks of 42, and a thread done early
+    // takes over the other's last chunks; an update applied twice or never would show.
+    for (int i = 0; i < 12; ++i) {
       const Tensor dy = random::normal({128, 96});
       step(xb, dy);
       // Each new value takes its own variable's buffer, not the dying gradient's (which
