@@ -12,6 +12,7 @@
 // log, tanh and sigmoid, and its own order of a fused reduction, round differently, and
 // cancellation can magnify that past any fixed tolerance.
 
+#include <cmath>
 #include <exception>
 #include <functional>
 #include <string>
@@ -52,13 +53,23 @@ inline auto make_function(const Program& p, bool jit) {
       o);
 }
 
+// t rounded to f32 as the hardware rounds: beyond f32's range, to an inf.
+inline double rounded_to_f32(double t) {
+  constexpr double kHalfwayToInf = 0x1.ffffffp127;  // between FLT_MAX and 2^128
+  if (std::isfinite(t) && std::abs(t) >= kHalfwayToInf) return std::copysign(INFINITY, t);
+  return static_cast<float>(t);
+}
+
 // "" when `got` matches `want`, else what differs first. With `truth` (the interpreter's
-// results for the program in f64, see `run`), a float element may also differ by 8 times the
-// interpreter's own largest error in that result, and a bool or integer element where the
-// interpreter's own result is not the f64 one; any element may equal the f64 one. With
-// `sums_overflow`, a NaN may stand against an inf: where a sum's partial sums overflow f32
-// before they meet an inf of the other sign, one order of summation gives NaN and another the
-// inf (2.9e38 + 1.8e38 + -inf against 2.9e38 + -inf + 1.8e38).
+// results for the program in f64, see `run`), a float element may also differ from a finite
+// interpreted one by 8 times the interpreter's own largest error in that result, and a bool
+// or integer element where the interpreter's own result is not the f64 one; any element may
+// equal the f64 one (rounded to f32 for an f32 result). With `sums_overflow`, a NaN on either
+// side stands against anything: where a sum's partial sums overflow f32 before they meet an
+// inf of the other sign, one order of summation gives NaN and another the inf (2.9e38 + 1.8e38
+// + -inf against 2.9e38 + -inf + 1.8e38), and terms that overflow to infs of both signs give
+// NaN without an FMA and either inf with one (6e38 - 4.5e38 with -3e38 weights), which a
+// sigmoid after the sum then turns into 0 or 1.
 inline std::string compare(const std::vector<Tensor>& got, const std::vector<Tensor>& want,
                            const std::vector<Tensor>* truth = nullptr, bool sums_overflow = false) {
   if (got.size() != want.size())
@@ -81,16 +92,20 @@ inline std::string compare(const std::vector<Tensor>& got, const std::vector<Ten
                   : !floating || std::isinf(b) || a == b ? a == b
                                                          : std::abs(a - b) <= tol;
       if (!same && truth) {
-        // A compiled element equal to the f64 one is right whatever the interpreter gave. A
-        // dot product over -inf and a product that overflows f32 only when rounded on its own
-        // is NaN without an FMA and -inf with one, and a relu after it turns the NaN into 0.
+        // A compiled element equal to the f64 one (rounded to f32, for an f32 result) is
+        // right whatever the interpreter gave. A dot product over -inf and a product that
+        // overflows f32 only when rounded on its own is NaN without an FMA and -inf with one,
+        // and a relu after it turns the NaN into 0; so is a sum whose f32 partial sums
+        // overflow to infs of both signs in one order and to one inf in another, when f64
+        // sums it to a value beyond f32's range.
         const double t = tv[i];
-        same = a == t || (std::isnan(a) && std::isnan(t)) ||
+        same = a == t || (w.dtype() == f32 && a == rounded_to_f32(t)) ||
+               (std::isnan(a) && std::isnan(t)) ||
                (floating && std::isfinite(a) && std::abs(a - t) <= kAtol + kRtol * std::abs(t));
         if (!same)
-          same = floating ? std::isfinite(a) && std::abs(a - b) <= tol + 8 * err : tv[i] != b;
-        if (!same && sums_overflow && floating)
-          same = std::isnan(a) ? std::isinf(b) : std::isinf(a) && std::isnan(b);
+          same = floating ? std::isfinite(a) && std::isfinite(b) && std::abs(a - b) <= tol + 8 * err
+                          : tv[i] != b;
+        if (!same && sums_overflow && floating) same = std::isnan(a) || std::isnan(b);
       }
       if (!same)
         return fmt::format("result {} ({}), element {}: compiled {}, interpreted {}{}", k,

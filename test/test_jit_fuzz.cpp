@@ -32,6 +32,31 @@ TEST_CASE("jit_fuzz: the generator covers every op, dtype and mode, and its type
   CHECK(steps > 300 * 6);
 }
 
+TEST_CASE("jit_fuzz: the oracle takes a compiled f32 element equal to f64's, rounded to f32") {
+  CHECK(fuzz::rounded_to_f32(9e76) == INFINITY);
+  CHECK(fuzz::rounded_to_f32(-0x1.ffffffp127) == -INFINITY);
+  CHECK(fuzz::rounded_to_f32(0x1.fffffefp127) == 0x1.fffffep127);  // below halfway: FLT_MAX
+  CHECK(fuzz::rounded_to_f32(0.1) == static_cast<double>(0.1f));
+  // An f32 relu over a product whose f32 partial sums overflow: the interpreter's order gave
+  // NaN (then 0), the compiled one inf, and f64 9e76, which is inf in f32.
+  const std::vector<Tensor> truth{from_vector<double>({9e76, 1.0}, {2})};
+  const auto f32s = [](float x, float y) {
+    return std::vector<Tensor>{from_vector<float>({x, y}, {2})};
+  };
+  CHECK(fuzz::compare(f32s(INFINITY, 1.f), f32s(0.f, 1.f), &truth).empty());
+  CHECK_FALSE(fuzz::compare(f32s(-INFINITY, 1.f), f32s(0.f, 1.f), &truth).empty());
+  // Where the interpreter gave the inf, a compiled 0 is still a defect.
+  CHECK_FALSE(fuzz::compare(f32s(0.f, 1.f), f32s(INFINITY, 1.f), &truth).empty());
+  // The fuzzer's programs from two 10-minute runs of stop 19: that relu, and a sigmoid and a
+  // tanh over products whose terms overflow f32 to infs of both signs (NaN interpreted; 0 and
+  // 1 compiled, where f64 gives 1 and -1).
+  for (uint64_t seed :
+       {uint64_t{1795748181943}, uint64_t{1795748759543}, uint64_t{1795748778159}}) {
+    CAPTURE(seed);
+    CHECK_FALSE(fuzz::run(fuzz::generate(seed)).defect());
+  }
+}
+
 TEST_CASE("jit_fuzz: 300 seeded programs, compiled, match the interpreter") {
   int defects = 0;
   for (uint64_t seed = 0; seed < 300; ++seed) {
