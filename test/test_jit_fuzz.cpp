@@ -47,11 +47,14 @@ TEST_CASE("jit_fuzz: the oracle takes a compiled f32 element equal to f64's, rou
   CHECK_FALSE(fuzz::compare(f32s(-INFINITY, 1.f), f32s(0.f, 1.f), &truth).empty());
   // Where the interpreter gave the inf, a compiled 0 is still a defect.
   CHECK_FALSE(fuzz::compare(f32s(0.f, 1.f), f32s(INFINITY, 1.f), &truth).empty());
-  // The fuzzer's programs from two 10-minute runs of stop 19: that relu, and a sigmoid and a
-  // tanh over products whose terms overflow f32 to infs of both signs (NaN interpreted; 0 and
-  // 1 compiled, where f64 gives 1 and -1).
-  for (uint64_t seed :
-       {uint64_t{1795748181943}, uint64_t{1795748759543}, uint64_t{1795748778159}}) {
+  // Programs from the fuzzer's runs of stop 18 and 19 whose f32 sums overflow in one order
+  // and not in another: a dot product over -inf and -3e38 * -1.19, then a relu; a sum of
+  // 2.9e38, 1.8e38 and -inf; a relu over a product that is 9e76 in f64; a sigmoid, a tanh and a
+  // comparison over products whose terms overflow to infs of both signs; a relu over one
+  // whose f64 value, 1.26e38, is finite in f32 (compiled inf, interpreted NaN then 0).
+  for (uint64_t seed : {uint64_t{1795738830119}, uint64_t{1795738833887}, uint64_t{1795739917239},
+                        uint64_t{1795748181943}, uint64_t{1795748759543}, uint64_t{1795748778159},
+                        uint64_t{1795749615559}, uint64_t{1795749623383}}) {
     CAPTURE(seed);
     CHECK_FALSE(fuzz::run(fuzz::generate(seed)).defect());
   }
