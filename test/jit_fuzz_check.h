@@ -38,7 +38,7 @@ struct Outcome {
 };
 
 inline constexpr double kRtol = 1e-5, kAtol = 1e-6;
-// Against f64, relative to the largest magnitude in the result (see compare).
+// f32 against f64, relative to the largest magnitude in the result (see compare).
 inline constexpr double kScaleRtol = 1e-4;
 
 inline auto make_function(const Program& p, bool jit) {
@@ -64,8 +64,8 @@ inline double rounded_to_f32(double t) {
 
 // "" when `got` matches `want`, else what differs first. With `truth` (the interpreter's
 // results for the program in f64, see `run`), a float element may also differ from a finite
-// interpreted one by 8 times the interpreter's own largest error in that result, or from the
-// f64 one by that plus 1e-4 of the result's largest f64 magnitude, and a bool or integer
+// interpreted one by 8 times the interpreter's own largest error in that result, or (f32) from
+// the f64 one by that plus 1e-4 of the result's largest f64 magnitude, and a bool or integer
 // element where the interpreter's own result is not the f64 one; any element may equal the
 // f64 one (rounded to f32 for an f32 result). Results marked in `order_dependent`
 // (see `order_dependent`) may differ anywhere.
@@ -112,7 +112,7 @@ inline std::string compare(const std::vector<Tensor>& got, const std::vector<Ten
         // One rounding that many terms share (a sum read by a whole row of a product) moves
         // the element by many of its ulps, past 8 times the interpreter's own error when that
         // happened to be small: within 1e-4 of the result's scale of the f64 value passes.
-        if (!same && floating && std::isfinite(a) && std::isfinite(t))
+        if (!same && w.dtype() == f32 && std::isfinite(a) && std::isfinite(t))
           same = std::abs(a - t) <= 8 * err + kScaleRtol * scale;
       }
       if (!same)

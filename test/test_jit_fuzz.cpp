@@ -32,7 +32,7 @@ TEST_CASE("jit_fuzz: the generator covers every op, dtype and mode, and its type
   CHECK(steps > 300 * 6);
 }
 
-TEST_CASE("jit_fuzz: the oracle takes a compiled f32 element equal to f64's, rounded to f32") {
+TEST_CASE("jit_fuzz: the oracle's f32 rules: rounding, overflowing sums, shared roundings") {
   CHECK(fuzz::rounded_to_f32(9e76) == INFINITY);
   CHECK(fuzz::rounded_to_f32(-0x1.ffffffp127) == -INFINITY);
   CHECK(fuzz::rounded_to_f32(0x1.fffffefp127) == 0x1.fffffep127);  // below halfway: FLT_MAX
