@@ -93,6 +93,10 @@ HookScope::~HookScope() {
     }
 }
 
+bool dispatch_is_plain() {
+  return t_hooks.empty() && !check_numerics_enabled();
+}
+
 bool hook_is_installed(const DispatchHook* hook) {
   for (const DispatchHook* h : t_hooks)
     if (h == hook) return true;

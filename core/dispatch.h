@@ -87,6 +87,11 @@ bool state_is_captured();
 // Tells the hooks a Variable is being created.
 void notify_variable_create(const std::string& name);
 
+// Whether dispatch on this thread is plain: no hook installed and KILN_CHECK_NUMERICS off, so
+// that dispatch(op, inputs, attrs) is exactly the kernel of the inputs' device called with the
+// inferred types. Compiled functions call their library kernels directly when it is.
+bool dispatch_is_plain();
+
 // Runs inference only (no hooks, no kernel).
 std::vector<TensorType> infer_types(const OpDef& op, std::span<const Tensor> inputs,
                                     const Attrs& attrs);

@@ -13,6 +13,7 @@
 #include <kiln/backends/cpu/parallel.h>
 #include <kiln/core/arena.h>
 #include <kiln/core/device_backend.h>
+#include <kiln/core/dispatch.h>
 #include <kiln/core/random.h>
 #include <kiln/jit/cuda/ptx.h>
 #include <kiln/jit/pipeline.h>
@@ -120,6 +121,7 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
              plan_.groups[static_cast<size_t>(grp)].prologue.empty();
     });
   product_epilogue_.resize(plan_.steps.size(), false);
+  plan_steps();
   // The last step that reads each value (results are never released). A product's operands
   // live until its epilogue, the next step, is done.
   std::vector<int> last_use(graph_.types.size(), -1);
@@ -184,6 +186,7 @@ std::string Executable::profile_text() const {
                          1e-3 * static_cast<double>(later) / static_cast<double>(calls - 1))
            : std::string());
   for (size_t k = 0; k < n; ++k) {
+    if (step_plans_[k].kind == StepKind::immediate) continue;  // never runs
     const Step& s = plan_.steps[k];
     const int64_t ns = profile_ns_[base + k].load();
     std::string what;
@@ -320,13 +323,11 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
       if (in.kind == cpu::InputKind::column) ok &= t.numel() == cols;
       if (in.kind == cpu::InputKind::scalar) ok &= t.numel() == 1;
     }
-  if (!ok) {
-    for (int i : grp.nodes)
-      tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
-    return;
-  }
+  if (!ok) return run_group_eagerly(grp, vals);
   std::vector<void*> bufs;
   std::vector<Tensor> keep;
+  bufs.reserve(kp.inputs.size() + grp.outputs.size());
+  keep.reserve(kp.inputs.size());
   for (const cpu::KernelInput& in : kp.inputs) {
     if (in.kind == cpu::InputKind::immediate) continue;
     Tensor t = vals[static_cast<size_t>(in.value)];
@@ -419,13 +420,13 @@ bool Executable::prepare_group(size_t k, std::vector<Tensor>& vals, Device devic
   if (!ok) {
     // A run-time shape the kernel was not specialized for (an unknown dim that is 1 and
     // broadcasts): the group's nodes run on the eager kernels instead.
-    for (int i : grp.nodes)
-      tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(i)], vals, graph_.variables);
+    run_group_eagerly(grp, vals);
     return false;
   }
   // In place: an output takes the buffer of an input that dies here when nothing else
   // holds that buffer (decided before the copies below add references).
   std::vector<std::pair<int, Tensor>> reused;
+  if (!in_place_[k].empty()) reused.reserve(in_place_[k].size());
   for (const InPlace& p : in_place_[k]) {
     const Tensor& t = vals[static_cast<size_t>(p.input)];
     if (!t.is_contiguous() || t.shape() != out_shape || t.device() != device) continue;
@@ -444,6 +445,8 @@ bool Executable::prepare_group(size_t k, std::vector<Tensor>& vals, Device devic
   std::vector<int64_t>& dims = launch.dims;
   std::vector<int64_t> view_cols;
   std::vector<Tensor>& keep = launch.keep;
+  bufs.reserve(kp.inputs.size() + grp.outputs.size());
+  keep.reserve(kp.inputs.size());
   if (kp.rows) {
     dims.push_back(out_shape[r - 1]);
     for (int64_t d = 0; d < r - 1; ++d)
@@ -554,21 +557,13 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
   const size_t profile_base =
       profiling && profile_calls_.fetch_add(1, std::memory_order_relaxed) > 0 ? plan_.steps.size()
                                                                               : 0;
+  const bool plain = dispatch_is_plain();
   for (size_t k = 0; k < plan_.steps.size(); ++k) {
-    const Step& s = plan_.steps[k];
+    if (step_plans_[k].kind == StepKind::immediate) continue;
     const Clock::time_point start = profiling ? Clock::now() : Clock::time_point();
     // A product and its epilogue run as one: steps k and k + 1.
     const size_t last = product_epilogue_[k] ? k + 1 : k;
-    if (last > k) {
-      run_product_epilogue(k, vals);
-    } else {
-      std::optional<memory::ArenaScope::Pause> outside;
-      if (buffers_.outside_arena[k]) outside.emplace();
-      if (s.group >= 0)
-        run_group(static_cast<size_t>(s.group), vals, Device::cpu());
-      else
-        tracer::run_node(g, g.nodes[static_cast<size_t>(s.node)], vals, g.variables);
-    }
+    run_step(k, vals, plain);
     for (size_t j = k; j <= last; ++j)
       for (int v : release_after_[j])
         vals[static_cast<size_t>(v)] = Tensor();
@@ -589,7 +584,8 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
     memory::ArenaScope::Pause outside;
     for (Tensor& r : results)
       if (r.defined() && !r.is_symbolic() && arena.owns(r.raw_data())) r = r.clone();
-    for (const ir::VariableSlot& slot : g.variables) {
+    for (int index : assigned_slots_) {
+      const ir::VariableSlot& slot = g.variables[static_cast<size_t>(index)];
       if (!slot.var) continue;
       const Tensor v = slot.var->stored();
       if (v.defined() && !v.is_symbolic() && arena.owns(v.raw_data())) slot.var->store(v.clone());

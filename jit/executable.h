@@ -97,6 +97,35 @@ class Executable final : public tracer::CompiledGraph {
   std::string kernels_text() const;
   void plan_in_place();
 
+  // How run() carries out each step on the CPU, decided once (plan_steps). The direct kinds
+  // skip what the interpreter's run_node does per node (finding the op by name, inferring its
+  // types again, the hooks): they run while dispatch is plain (dispatch_is_plain), and the
+  // steps go through run_node otherwise.
+  enum class StepKind : uint8_t {
+    group,            // a generated kernel
+    pair,             // a product and its epilogue kernel: steps k and k + 1
+    immediate,        // a constant that every reader compiled into its code: nothing to run
+    constant,         // binds one of the graph's constants
+    read_variable,    // binds a variable's stored value
+    assign_variable,  // stores a value of the variable's own type
+    call,             // an op with static types: its CPU kernel, called directly
+    node,             // anything else, through run_node
+  };
+  struct StepPlan {
+    StepKind kind = StepKind::node;
+    int index = -1;                     // constant: the graph's constant; variables: the slot
+    kiln::KernelFn kernel = nullptr;    // call: the op's CPU kernel
+    std::vector<TensorType> out_types;  // call: its outputs' types
+  };
+  void plan_steps();
+  void run_step(size_t k, std::vector<Tensor>& vals, bool plain) const;
+  // Runs a group's nodes on the eager kernels (a run-time shape its kernel was not made
+  // for), binding first the constants its code had as immediates.
+  void run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& vals) const;
+  std::vector<StepPlan> step_plans_;
+  std::vector<int> constant_of_;     // per value: the graph's constant it is, or -1
+  std::vector<int> assigned_slots_;  // the variables some step assigns, each once
+
   ir::Graph graph_;  // optimized
   FusionPlan plan_;
   std::vector<cpu::KernelPlan> kernels_;  // one per fusion group

@@ -273,7 +273,7 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
   for (int i : group.nodes)
     if (const ir::Node& n = g.nodes[static_cast<size_t>(i)]; n.op == "matmul") {
       operands.insert(n.inputs.begin(), n.inputs.end());
-      p.work_per_element += g.types[static_cast<size_t>(n.inputs[0])].shape[1];
+      p.work_per_element += (g.types[static_cast<size_t>(n.inputs[0])].shape[1] + 7) / 8;
     }
   for (int v : group.inputs) {
     const Shape& s = g.types[static_cast<size_t>(v)].shape;

@@ -57,8 +57,12 @@ struct KernelPlan {
   bool row_program = false;
   bool column_program = false;
   std::vector<bool> output_full;  // row/column programs: per output, full (else reduced)
-  // Column programs: the work per element relative to an elementwise op (1 + the contraction
-  // lengths of its matmul members), which sizes the columns each thread takes.
+  // Column programs: the work per element relative to an elementwise op, which sizes the
+  // columns each thread takes: 1, plus an eighth of the contraction length of each matmul
+  // member. Its multiply-adds are vector FMAs on operands that stay in L1, far cheaper per
+  // element than an elementwise op's loads and stores: [128, 10] x [10, 128] with a relu's mask
+  // and a column sum took 2.8 us on one thread of the Zen 5 VM, about one elementwise grain's
+  // work, and 3.7 us split over two.
   int64_t work_per_element = 1;
   // Elementwise kernels: (output index, input value) pairs the executable may run in place;
   // the kernel has a second loop version for when every one of them does.

@@ -1,0 +1,173 @@
+// How the Executable runs its steps on the CPU (executable.h, StepKind). The interpreter's
+// run_node finds each node's op by name, compares its op against the special ones, infers its
+// output types again and goes through the dispatch hooks; in a compiled train step those costs
+// come back for every variable read and assign, every constant and every library call, some
+// sixty times per call. Here each step's kind, kernel and output types are found once, when the
+// function compiles, and the constants that every reader compiled into its code as immediates
+// are not bound at all.
+#include <algorithm>
+#include <functional>
+#include <optional>
+
+#include <kiln/core/arena.h>
+#include <kiln/core/dispatch.h>
+#include <kiln/jit/executable.h>
+
+namespace kiln::jit {
+namespace {
+
+bool has_unknown_dim(const Shape& s) {
+  for (int64_t d : s)
+    if (d < 0) return true;
+  return false;
+}
+
+}  // namespace
+
+void Executable::plan_steps() {
+  const ir::Graph& g = graph_;
+  constant_of_.assign(g.types.size(), -1);
+  for (const ir::Node& n : g.nodes)
+    if (n.op == "constant") constant_of_[static_cast<size_t>(n.outputs[0])] = n.attrs.i("index");
+  // The values some step or the caller reads from the value table: everything a step reads,
+  // except a kernel's immediates.
+  std::vector<bool> read(g.types.size(), false);
+  for (int v : g.results)
+    read[static_cast<size_t>(v)] = true;
+  for (const Step& s : plan_.steps) {
+    if (s.group < 0) {
+      for (int v : g.nodes[static_cast<size_t>(s.node)].inputs)
+        read[static_cast<size_t>(v)] = true;
+      continue;
+    }
+    const FusionGroup& grp = plan_.groups[static_cast<size_t>(s.group)];
+    for (int n : grp.prologue)
+      for (int v : g.nodes[static_cast<size_t>(n)].inputs)
+        read[static_cast<size_t>(v)] = true;
+    for (const cpu::KernelInput& in : kernels_[static_cast<size_t>(s.group)].inputs)
+      if (in.kind != cpu::InputKind::immediate) read[static_cast<size_t>(in.value)] = true;
+  }
+  // The variables a call may assign: control flow's subgraphs run with this graph's slots.
+  std::function<void(const ir::Graph&)> assigns = [&](const ir::Graph& sub) {
+    for (const ir::Node& n : sub.nodes) {
+      for (const auto& s : n.subgraphs)
+        assigns(*s);
+      if (n.op != "assign_variable") continue;
+      const int slot = static_cast<int>(n.attrs.i("var"));
+      if (std::find(assigned_slots_.begin(), assigned_slots_.end(), slot) == assigned_slots_.end())
+        assigned_slots_.push_back(slot);
+    }
+  };
+  assigns(g);
+  step_plans_.assign(plan_.steps.size(), StepPlan{});
+  for (size_t k = 0; k < plan_.steps.size(); ++k) {
+    const Step& s = plan_.steps[k];
+    StepPlan& p = step_plans_[k];
+    if (s.group >= 0) {
+      p.kind = StepKind::group;
+      continue;
+    }
+    if (product_epilogue_[k]) {
+      p.kind = StepKind::pair;
+      continue;
+    }
+    const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+    if (n.op == "constant") {
+      p.index = static_cast<int>(n.attrs.i("index"));
+      p.kind = read[static_cast<size_t>(n.outputs[0])] ? StepKind::constant : StepKind::immediate;
+      continue;
+    }
+    // Variable steps and calls rely on the static types: with unknown dims the interpreter
+    // checks each call's shapes.
+    if (dynamic_) continue;
+    if (n.op == "read_variable" || n.op == "assign_variable") {
+      p.index = static_cast<int>(n.attrs.i("var"));
+      p.kind = n.op == "read_variable" ? StepKind::read_variable : StepKind::assign_variable;
+      continue;
+    }
+    const OpDef* op = registry().find(n.op);
+    if (op == nullptr || op->has(kStateful) || op->kernel(DeviceType::cpu) == nullptr ||
+        !n.subgraphs.empty())
+      continue;
+    p.kind = StepKind::call;
+    p.kernel = op->kernel(DeviceType::cpu);
+    for (int v : n.outputs)
+      p.out_types.push_back(g.types[static_cast<size_t>(v)]);
+    for (const TensorType& t : p.out_types)
+      if (has_unknown_dim(t.shape)) p.kind = StepKind::node;
+  }
+}
+
+void Executable::run_step(size_t k, std::vector<Tensor>& vals, bool plain) const {
+  const Step& s = plan_.steps[k];
+  const StepPlan& p = step_plans_[k];
+  switch (p.kind) {
+    case StepKind::immediate:
+      return;
+    case StepKind::pair:
+      return run_product_epilogue(k, vals);
+    case StepKind::constant:
+      vals[static_cast<size_t>(graph_.nodes[static_cast<size_t>(s.node)].outputs[0])] =
+          graph_.constants[static_cast<size_t>(p.index)];
+      return;
+    default:
+      break;
+  }
+  std::optional<memory::ArenaScope::Pause> outside;
+  if (buffers_.outside_arena[k]) outside.emplace();
+  if (p.kind == StepKind::group)
+    return run_group(static_cast<size_t>(s.group), vals, Device::cpu());
+  const ir::Node& n = graph_.nodes[static_cast<size_t>(s.node)];
+  if (!plain || p.kind == StepKind::node)
+    return tracer::run_node(graph_, n, vals, graph_.variables);
+  const ir::VariableSlot* slot = p.index >= 0 && p.kind != StepKind::call
+                                     ? &graph_.variables[static_cast<size_t>(p.index)]
+                                     : nullptr;
+  if (slot != nullptr)
+    KILN_CHECK(slot->var != nullptr, "function '{}': variable '{}' is not bound", graph_.name,
+               slot->name);
+  if (p.kind == StepKind::read_variable) {
+    vals[static_cast<size_t>(n.outputs[0])] = slot->var->stored();
+    return;
+  }
+  if (p.kind == StepKind::assign_variable) {
+    // The value has the variable's type (the trace checked the assign, and a variable's type
+    // never changes); a generated kernel's outputs are dense, anything else is made so.
+    const Tensor& t = vals[static_cast<size_t>(n.inputs[0])];
+    slot->var->store(t.is_contiguous() ? t : t.contiguous());
+    return;
+  }
+  // A call: the op's kernel, as dispatch would run it with no hooks (the types are the ones
+  // inference gave when the function was traced).
+  constexpr size_t kInline = 6;
+  Tensor inline_in[kInline];
+  std::vector<Tensor> many;
+  std::span<const Tensor> in;
+  if (n.inputs.size() <= kInline) {
+    for (size_t i = 0; i < n.inputs.size(); ++i)
+      inline_in[i] = vals[static_cast<size_t>(n.inputs[i])];
+    in = std::span<const Tensor>(inline_in, n.inputs.size());
+  } else {
+    for (int v : n.inputs)
+      many.push_back(vals[static_cast<size_t>(v)]);
+    in = many;
+  }
+  std::vector<Tensor> out = p.kernel(in, n.attrs, p.out_types);
+  KILN_ASSERT(out.size() == n.outputs.size(), "function '{}': {} returned {} outputs, not {}",
+              graph_.name, n.op, out.size(), n.outputs.size());
+  for (size_t i = 0; i < out.size(); ++i)
+    vals[static_cast<size_t>(n.outputs[i])] = std::move(out[i]);
+}
+
+void Executable::run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& vals) const {
+  for (int i : grp.nodes) {
+    const ir::Node& n = graph_.nodes[static_cast<size_t>(i)];
+    for (int v : n.inputs)
+      if (const int c = constant_of_[static_cast<size_t>(v)];
+          c >= 0 && !vals[static_cast<size_t>(v)].defined())
+        vals[static_cast<size_t>(v)] = graph_.constants[static_cast<size_t>(c)];
+    tracer::run_node(graph_, n, vals, graph_.variables);
+  }
+}
+
+}  // namespace kiln::jit
