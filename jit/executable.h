@@ -116,6 +116,7 @@ class Executable final : public tracer::CompiledGraph {
     int index = -1;                     // constant: the graph's constant; variables: the slot
     kiln::KernelFn kernel = nullptr;    // call: the op's CPU kernel
     std::vector<TensorType> out_types;  // call: its outputs' types
+    bool serial = false;  // call: a small product, run on the calling thread (step_plan.cpp)
   };
   void plan_steps();
   void run_step(size_t k, std::vector<Tensor>& vals, bool plain) const;

@@ -14,14 +14,41 @@ namespace kiln::cpu {
 // sizes its own use of the same OpenMP runtime.
 int num_threads();
 
+// Whether this thread is inside a SerialScope.
+inline thread_local bool t_serial = false;
+
+// Within a SerialScope, this thread's parallel_for runs inline and the oneDNN calls it makes
+// use one thread (they read OpenMP's setting): for work too small to pay for the other
+// threads. On the 2-core VMs waking the pool costs 0.5-1 us, and in their slow phases a
+// [128, 128]^T x [128, 10] product took 6.7-7.0 us split over both threads against 3.9 us on
+// one.
+class SerialScope {
+ public:
+  SerialScope() : saved_(omp_get_max_threads()), was_(t_serial) {
+    omp_set_num_threads(1);
+    t_serial = true;
+  }
+  ~SerialScope() {
+    omp_set_num_threads(saved_);
+    t_serial = was_;
+  }
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  int saved_;
+  bool was_;
+};
+
 // Runs fn(begin, end) over [0, n) split into contiguous chunks across the OpenMP pool.
-// Work below `grain` items per thread runs inline on the caller.
+// Work below `grain` items per thread runs inline on the caller, as does everything inside a
+// SerialScope.
 template <class Fn>
 void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
   if (n <= 0) return;
   const int64_t max_t = num_threads();
   int64_t t = std::min<int64_t>(max_t, std::max<int64_t>(1, n / std::max<int64_t>(grain, 1)));
-  if (t <= 1 || omp_in_parallel()) {
+  if (t <= 1 || t_serial || omp_in_parallel()) {
     fn(int64_t{0}, n);
     return;
   }
