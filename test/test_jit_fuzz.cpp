@@ -62,9 +62,35 @@ TEST_CASE("jit_fuzz: the oracle's f32 rules: rounding, overflowing sums, shared 
   // f64 40.6008529), read by up to 17 terms of each element of a product: compiled 4.6e-5 from
   // f64, 42 times the interpreter's own largest error (seed 1795749626779, stop 19).
   CHECK_FALSE(fuzz::run(fuzz::generate(1795749626779)).defect());
+  // equal(x, log_softmax(x)) over columns that are log-probabilities already: the same
+  // numbers by two roads, 1 ulp apart compiled (seed 1795756271152, stop 20).
+  CHECK_FALSE(fuzz::run(fuzz::generate(1795756271152)).defect());
   const std::vector<Tensor> near{from_vector<double>({-1.2916721698680356, 2.0}, {2})};
   CHECK(fuzz::compare(f32s(-1.2916252f, 2.f), f32s(-1.2916710f, 2.f), &near).empty());
   CHECK_FALSE(fuzz::compare(f32s(-1.2906252f, 2.f), f32s(-1.2916710f, 2.f), &near).empty());
+}
+
+TEST_CASE("jit_fuzz: a comparison of two nearly equal floats is a near tie, of one value not") {
+  // x - 0.5 against x - 0.5 + 1e-9: a near tie; x against x: never one; x against x + 1 not.
+  using fuzz::Op;
+  fuzz::Program p;
+  p.seed = 7;
+  p.inputs = {{f32, Shape{4}}, {f32, Shape{4}}, {f32, Shape{4}}};
+  const auto step = [](Op op, std::vector<int> args, double scalar, DType d) {
+    fuzz::Step s;
+    s.op = op;
+    s.args = std::move(args);
+    s.scalar = scalar;
+    s.dtype = d;
+    s.shape = Shape{4};
+    return s;
+  };
+  p.steps = {step(Op::add_scalar, {0}, -0.5, f32),       step(Op::add_scalar, {3}, 1e-9, f32),
+             step(Op::equal, {3, 4}, 0, DType::boolean), step(Op::equal, {0, 0}, 0, DType::boolean),
+             step(Op::add_scalar, {0}, 1.0, f32),        step(Op::less, {0, 7}, 0, DType::boolean)};
+  p.outputs = {5, 6, 8};
+  const std::vector<Tensor> in = fuzz::make_inputs(p, 1, 0);
+  CHECK(fuzz::near_ties(p, in) == std::vector<bool>{true, false, false});
 }
 
 TEST_CASE("jit_fuzz: 300 seeded programs, compiled, match the interpreter") {
