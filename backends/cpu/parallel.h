@@ -19,9 +19,9 @@ inline thread_local bool t_serial = false;
 
 // Within a SerialScope, this thread's parallel_for runs inline and the oneDNN calls it makes
 // use one thread (they read OpenMP's setting): for work too small to pay for the other
-// threads. On the 2-core VMs waking the pool costs 0.5-1 us, and in their slow phases a
-// [128, 128]^T x [128, 10] product took 6.7-7.0 us split over both threads against 3.9 us on
-// one.
+// threads. On the 2-core VMs an empty parallel region costs 0.45-1 us, and in their slow
+// phases a [128, 128]^T x [128, 10] product took 6.7-7.0 us split over both threads against
+// 3.9 us on one.
 class SerialScope {
  public:
   SerialScope() : saved_(omp_get_max_threads()), was_(t_serial) {
