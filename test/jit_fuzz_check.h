@@ -136,6 +136,19 @@ inline Program in_f64(const Program& p) {
   return q;
 }
 
+// Per result of `p`: whether it is computed from a value marked in `dep` (indexed by value
+// number: the inputs, then the steps).
+inline std::vector<bool> results_depending_on(const Program& p, std::vector<bool> dep) {
+  const size_t ni = p.inputs.size();
+  for (size_t i = 0; i < p.steps.size(); ++i)
+    for (int a : p.steps[i].args)
+      if (dep[static_cast<size_t>(a)]) dep[ni + i] = true;
+  std::vector<bool> out;
+  for (int o : p.outputs)
+    out.push_back(dep[static_cast<size_t>(o)]);
+  return out;
+}
+
 // Which results of `p` may depend on the order of a sum on these inputs. A sum (matmul, sum,
 // mean) of f32 values whose finite terms add up beyond f32's range in magnitude overflows in
 // some order of its partial sums and not in another, or in a product rounded on its own and
@@ -172,13 +185,7 @@ inline std::vector<bool> order_dependent(const Program& p, const std::vector<Ten
       dep[ni + i] = bound.numel() > 0 && kiln::max(bound).item<double>() >= 0x1.fffffep127;
     }
   }
-  for (size_t i = 0; i < p.steps.size(); ++i)
-    for (int a : p.steps[i].args)
-      if (dep[static_cast<size_t>(a)]) dep[ni + i] = true;
-  std::vector<bool> out;
-  for (int o : p.outputs)
-    out.push_back(dep[static_cast<size_t>(o)]);
-  return out;
+  return results_depending_on(p, std::move(dep));
 }
 
 // Which results of `p` depend on a float comparison that is a near tie on these inputs: two
@@ -220,13 +227,7 @@ inline std::vector<bool> near_ties(const Program& p, const std::vector<Tensor>& 
       dep[ni + ties[k]] = near.numel() > 0 && kiln::max(near.to(f64)).item<double>() > 0;
     }
   }
-  for (size_t i = 0; i < p.steps.size(); ++i)
-    for (int a : p.steps[i].args)
-      if (dep[static_cast<size_t>(a)]) dep[ni + i] = true;
-  std::vector<bool> out;
-  for (int o : p.outputs)
-    out.push_back(dep[static_cast<size_t>(o)]);
-  return out;
+  return results_depending_on(p, std::move(dep));
 }
 
 // Runs `p` compiled and interpreted on the same inputs. Throws GeneratorError when the
