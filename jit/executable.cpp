@@ -146,6 +146,7 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   cpu::CompiledKernels compiled = cpu::compile_kernels(graph_, kernels_, want_text);
   fns_ = std::move(compiled.fns);
   stream_fns_ = std::move(compiled.stream_fns);
+  kernel_module_ = std::move(compiled.module);
   if (want_text) {
     dump(dir, traced.name, "traced.ir", ir::print(traced));
     dump(dir, traced.name, "optimized.ir", optimized_ir());

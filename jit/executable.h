@@ -131,7 +131,8 @@ class Executable final : public tracer::CompiledGraph {
   FusionPlan plan_;
   std::vector<cpu::KernelPlan> kernels_;  // one per fusion group
   std::vector<cpu::KernelFn> fns_;
-  std::vector<cpu::KernelFn> stream_fns_;  // per kernel: its streaming entry, or null
+  std::vector<cpu::KernelFn> stream_fns_;      // per kernel: its streaming entry, or null
+  std::shared_ptr<const void> kernel_module_;  // keeps fns_' code loaded
   bool dynamic_ = false;  // some value has an unknown dim: shapes are checked per call
   // Liveness: after step k, the values whose last use was step k are released, so their
   // blocks return to the caching allocator and the following outputs reuse them.

@@ -299,6 +299,26 @@ TEST_CASE("jit: with a dispatch hook installed, the steps go through the interpr
     CHECK(v2[i] == v0[i] * 0.25f);
 }
 
+TEST_CASE("jit: a module's code is unloaded when the last function using it goes") {
+  // Before, every module stayed mapped for the life of the process: a fuzzer run failed
+  // after ~37,000 modules, at the kernel's limit on mappings.
+  const int64_t before = jit::cpu::kernel_cache_stats().live;
+  {
+    auto f = kiln::function([](const Tensor& x) { return exp(x * 0.123f) + 4.56f; });
+    auto g = kiln::function([](const Tensor& x) { return exp(x * 0.123f) + 4.56f; });
+    const Tensor x = rnd({16}, 3);
+    check_close(f(x), g(x), 0, 0);
+    CHECK(jit::cpu::kernel_cache_stats().live == before + 1);  // one module, shared
+  }
+  CHECK(jit::cpu::kernel_cache_stats().live == before);
+  // Compiled again after that, it works as before.
+  auto h = kiln::function([](const Tensor& x) { return exp(x * 0.123f) + 4.56f; });
+  auto ref = kiln::function([](const Tensor& x) { return exp(x * 0.123f) + 4.56f; }, kInterpreted);
+  const Tensor x = rnd({16}, 3);
+  check_close(h(x), ref(x), 1e-6, 1e-7);
+  CHECK(jit::cpu::kernel_cache_stats().live == before + 1);
+}
+
 TEST_CASE("jit: KILN_DUMP writes the IR, the fusion groups, LLVM IR and assembly") {
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / fmt::format("kiln_dump_{}", ::getpid());

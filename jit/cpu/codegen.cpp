@@ -1,10 +1,12 @@
 #include <kiln/jit/cpu/codegen.h>
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -96,8 +98,14 @@ struct Jit {
   std::unique_ptr<llvm::TargetMachine> tm;
   std::mutex mu;
   int64_t dylibs = 0;
-  std::map<uint64_t, CompiledKernels> loaded;  // module key -> its kernels (no text)
+  // Module key -> its kernels, while some CompiledKernels holds the module.
+  struct Loaded {
+    std::vector<KernelFn> fns, stream_fns;
+    std::weak_ptr<const void> module;
+  };
+  std::map<uint64_t, Loaded> loaded;
   KernelCacheStats stats;
+  std::atomic<int64_t> live{0};
 };
 
 // FNV-1a: a stable 64-bit hash of the module text (keys the caches across processes).
@@ -176,6 +184,21 @@ Jit& jit() {
   }();
   return *j;
 }
+
+// One module's JITDylib. Its code is unmapped when the last CompiledKernels holding it goes:
+// a process that compiles function after function (a fuzzer, a server tracing new shapes)
+// would otherwise keep every kernel it ever made, and the kernel refuses new mappings at
+// vm.max_map_count (65530 by default: ~37,000 modules here).
+struct LoadedModule {
+  llvm::orc::JITDylib* jd = nullptr;
+  ~LoadedModule() {
+    Jit& j = jit();
+    j.live.fetch_sub(1, std::memory_order_relaxed);
+    // ORC's session serializes this with the other threads' compiles.
+    if (llvm::Error e = j.lljit->getExecutionSession().removeJITDylib(*jd))
+      llvm::consumeError(std::move(e));  // nothing to do for a dylib that would not close
+  }
+};
 
 }  // namespace
 
@@ -665,7 +688,9 @@ std::string assembly_of(const llvm::Module& m, llvm::TargetMachine& tm) {
 KernelCacheStats kernel_cache_stats() {
   Jit& j = jit();
   std::lock_guard<std::mutex> lock(j.mu);
-  return j.stats;
+  KernelCacheStats s = j.stats;
+  s.live = j.live.load(std::memory_order_relaxed);
+  return s;
 }
 
 void forget_loaded_kernels() {
@@ -722,10 +747,18 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
     names.push_back(f != nullptr ? prefix + p.name + "_stream" : "");
     if (f != nullptr) f->setName(names.back());
   }
+  std::shared_ptr<const void> held;  // the module, when loaded and still held
   auto hit = j.loaded.find(key);
+  if (hit != j.loaded.end()) {
+    held = hit->second.module.lock();
+    if (!held) {  // its last holder let it go: compiled again below
+      j.loaded.erase(hit);
+      hit = j.loaded.end();
+    }
+  }
   if (hit != j.loaded.end() && !want_text) {
     ++j.stats.reused;
-    return hit->second;
+    return CompiledKernels{hit->second.fns, hit->second.stream_fns, held, {}, {}};
   }
 
   // The O3 pipeline for the host CPU.
@@ -749,6 +782,7 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
     ++j.stats.reused;
     out.fns = hit->second.fns;
     out.stream_fns = hit->second.stream_fns;
+    out.module = held;
     return out;
   }
 
@@ -769,6 +803,10 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
   auto created = j.lljit->createJITDylib(fmt::format("kiln_dylib{}", j.dylibs++));
   if (!created) fail(created.takeError(), "creating a dylib");
   llvm::orc::JITDylib& jd = *created;
+  // From here the module's holder removes the dylib again, also when adding it fails.
+  auto module = std::make_shared<LoadedModule>();
+  module->jd = &jd;
+  j.live.fetch_add(1, std::memory_order_relaxed);
   jd.addToLinkOrder(j.lljit->getMainJITDylib());
   if (auto e = j.lljit->addObjectFile(jd, llvm::MemoryBuffer::getMemBufferCopy(*obj)))
     fail(std::move(e), "adding a kernel object");
@@ -778,7 +816,11 @@ CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan
       fn = check(j.lljit->lookup(jd, names[i]), "looking up a kernel").toPtr<KernelFn>();
     (i < plans.size() ? out.fns : out.stream_fns).push_back(fn);
   }
-  j.loaded[key] = CompiledKernels{out.fns, out.stream_fns, {}, {}};
+  out.module = module;
+  // Entries of modules let go are dropped when looked up, and swept here now and then.
+  if (j.loaded.size() > 64 + 2 * static_cast<size_t>(j.live.load(std::memory_order_relaxed)))
+    std::erase_if(j.loaded, [](const auto& e) { return e.second.module.expired(); });
+  j.loaded[key] = Jit::Loaded{out.fns, out.stream_fns, out.module};
   return out;
 }
 

@@ -19,6 +19,7 @@
 // program (fusion.h, absorb_contractions) reads its operands' buffers at its own indices.
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,14 +96,17 @@ bool can_stream(const ir::Graph& g, const KernelPlan& plan);
 struct CompiledKernels {
   std::vector<KernelFn> fns;         // one per plan
   std::vector<KernelFn> stream_fns;  // one per plan: its streaming entry, or null
-  std::string llvm_ir;               // the optimized module, when want_text
-  std::string assembly;              // its x86 assembly, when want_text
+  // Keeps the kernels' code loaded: the module's code is unmapped when the last holder goes.
+  std::shared_ptr<const void> module;
+  std::string llvm_ir;   // the optimized module, when want_text
+  std::string assembly;  // its x86 assembly, when want_text
 };
 
 // Emits, optimizes (the O3 pipeline for the host CPU) and JIT-compiles the kernels. A module
-// is keyed by a hash of its IR text, the host CPU and the LLVM version: a module already
-// loaded in this process is reused, and with KILN_CACHE_DIR set its object file is read from
-// (or written to) that directory, so a later process skips the compile.
+// is keyed by a hash of its IR text, the host CPU and the LLVM version: a module loaded in this
+// process and still held (CompiledKernels::module) is reused, and with KILN_CACHE_DIR set its
+// object file is read from (or written to) that directory, so a later process skips the
+// compile.
 CompiledKernels compile_kernels(const ir::Graph& g, const std::vector<KernelPlan>& plans,
                                 bool want_text);
 
@@ -110,10 +114,11 @@ struct KernelCacheStats {
   int64_t compiled = 0;          // modules optimized and compiled to objects
   int64_t loaded_from_disk = 0;  // objects read from KILN_CACHE_DIR
   int64_t reused = 0;            // modules already loaded in this process
+  int64_t live = 0;              // modules whose code is loaded now
 };
 KernelCacheStats kernel_cache_stats();
-// Forgets the modules loaded in this process (their code stays mapped): tests use it to make
-// the next compile go to KILN_CACHE_DIR.
+// Forgets the modules loaded in this process (their code stays mapped while held): tests use it
+// to make the next compile go to KILN_CACHE_DIR.
 void forget_loaded_kernels();
 
 }  // namespace kiln::jit::cpu
