@@ -13,15 +13,10 @@
 #include <kiln/core/arena.h>
 #include <kiln/core/dispatch.h>
 #include <kiln/jit/executable.h>
+#include <kiln/jit/graph_util.h>
 
 namespace kiln::jit {
 namespace {
-
-bool has_unknown_dim(const Shape& s) {
-  for (int64_t d : s)
-    if (d < 0) return true;
-  return false;
-}
 
 // Products with fewer multiply-adds run on the calling thread (cpu::SerialScope): a few
 // microseconds of work, which waking the other threads does not pay for. The MLP step's
@@ -32,10 +27,10 @@ constexpr int64_t kSerialProductMacs = int64_t{1} << 18;
 
 bool is_small_product(const ir::Graph& g, const ir::Node& n) {
   if (n.op != "matmul" && n.op != "matmul_bias_act") return false;
-  const Shape& a = g.types[static_cast<size_t>(n.inputs[0])].shape;
-  const Shape& out = g.types[static_cast<size_t>(n.outputs[0])].shape;
-  if (a.rank() < 1 || has_unknown_dim(a) || has_unknown_dim(out)) return false;
-  return out.numel() * a[a.rank() - 1] < kSerialProductMacs;
+  const TensorType& a = g.types[static_cast<size_t>(n.inputs[0])];
+  const TensorType& out = g.types[static_cast<size_t>(n.outputs[0])];
+  if (a.shape.rank() < 1 || !fully_known(a) || !fully_known(out)) return false;
+  return out.shape.numel() * a.shape[a.shape.rank() - 1] < kSerialProductMacs;
 }
 
 }  // namespace
@@ -110,7 +105,7 @@ void Executable::plan_steps() {
     for (int v : n.outputs)
       p.out_types.push_back(g.types[static_cast<size_t>(v)]);
     for (const TensorType& t : p.out_types)
-      if (has_unknown_dim(t.shape)) p.kind = StepKind::node;
+      if (!fully_known(t)) p.kind = StepKind::node;
     p.serial = is_small_product(g, n);
   }
 }
