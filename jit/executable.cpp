@@ -244,7 +244,10 @@ std::string Executable::kernels_text() const {
       out += fmt::format("  call {} ->", n.op);
       for (int v : n.outputs)
         out += fmt::format(" %{}", v);
-      out += product_epilogue_[k] ? ", row blocks into the next kernel\n" : "\n";
+      if (product_epilogue_[k]) out += ", row blocks into the next kernel";
+      if (const int t = step_plans_[k].split_threads; t > 1)
+        out += fmt::format(", contraction split across {} threads", t);
+      out += "\n";
     }
   }
   return out + "}\n";

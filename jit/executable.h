@@ -117,9 +117,15 @@ class Executable final : public tracer::CompiledGraph {
     kiln::KernelFn kernel = nullptr;    // call: the op's CPU kernel
     std::vector<TensorType> out_types;  // call: its outputs' types
     bool serial = false;  // call: a small product, run on the calling thread (step_plan.cpp)
+    // call: a product of a weight this function assigns, its contraction split across this
+    // many threads (step_plan.cpp); 0 for none.
+    int split_threads = 0;
   };
   void plan_steps();
   void run_step(size_t k, std::vector<Tensor>& vals, bool plain) const;
+  // A call with split_threads: false where the operands' layouts or oneDNN refuse it.
+  bool run_split_product(const ir::Node& n, std::span<const Tensor> in, const StepPlan& p,
+                         std::vector<Tensor>& vals) const;
   // Runs a group's nodes on the eager kernels (a run-time shape its kernel was not made
   // for), binding first the constants its code had as immediates.
   void run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& vals) const;

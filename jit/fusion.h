@@ -79,6 +79,9 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
 inline constexpr int64_t kMinEpilogueProductMacs = int64_t{1} << 20;
 std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
                                          const std::function<bool(int group)>& flat);
+// The threads such a pair runs on for a [rows, cols] product contracting over `depth`: blocks
+// of rows large enough that each thread's product stays efficient.
+int epilogue_threads(int64_t rows, int64_t cols, int64_t depth);
 // Every value a step reads from before it runs: a group's inputs and its prologue's inputs,
 // or a node's inputs.
 std::vector<int> step_reads(const ir::Graph& g, const FusionPlan& plan, const Step& s);

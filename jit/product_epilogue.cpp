@@ -55,9 +55,8 @@ void run_balanced_epilogue(const kiln::cpu::RowBlockProduct& rows, cpu::KernelFn
 #pragma omp parallel num_threads(threads)
   {
     const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t block = (n + nt - 1) / nt;
     auto drain = [&](int64_t j) {
-      const int64_t b = j * block, e = std::min(n, b + block);
+      const auto [b, e] = kiln::cpu::split_rows(n, nt, j);
       EpilogueBlock& s = blocks[static_cast<size_t>(j)];
       for (;;) {
         const int64_t r0 = b + s.next.fetch_add(1, std::memory_order_relaxed) * chunk;
@@ -65,7 +64,7 @@ void run_balanced_epilogue(const kiln::cpu::RowBlockProduct& rows, cpu::KernelFn
         fn(bufs, dims, r0 * cols, std::min(e, r0 + chunk) * cols);
       }
     };
-    const int64_t b = id * block, e = std::min(n, b + block);
+    const auto [b, e] = kiln::cpu::split_rows(n, nt, id);
     if (b < e && !rows.rows(out, b, e)) {
       refused.store(true);
     } else {
@@ -80,6 +79,14 @@ void run_balanced_epilogue(const kiln::cpu::RowBlockProduct& rows, cpu::KernelFn
 }
 
 }  // namespace
+
+int epilogue_threads(int64_t rows, int64_t cols, int64_t depth) {
+  // Blocks of at least 2^18 multiply-adds, so that each thread's product stays efficient.
+  const int64_t grain =
+      std::max<int64_t>(8, (int64_t{1} << 18) / std::max<int64_t>(cols * depth, 1));
+  return static_cast<int>(
+      std::min<int64_t>(kiln::cpu::num_threads(), std::max<int64_t>(1, rows / grain)));
+}
 
 std::vector<bool> pair_product_epilogues(const ir::Graph& g, FusionPlan& plan,
                                          const std::function<bool(int group)>& flat) {
@@ -149,15 +156,11 @@ void Executable::run_product_epilogue(size_t k, std::vector<Tensor>& vals) const
     const bool fits = prepare_group(grp, vals, Device::cpu(), l);
     KILN_ASSERT(fits, "function '{}': kernel {} refused its shapes", graph_.name, grp);
   }
-  const int64_t n = type.shape[0], cols = type.shape[1],
-                depth = graph_.types[static_cast<size_t>(product.inputs[0])].shape[1];
-  // Blocks of at least 2^18 multiply-adds, so that each thread's product stays efficient.
-  const int64_t grain =
-      std::max<int64_t>(8, (int64_t{1} << 18) / std::max<int64_t>(cols * depth, 1));
+  const int64_t n = type.shape[0], cols = type.shape[1];
   const cpu::KernelFn fn = fns_[grp];
   std::atomic<bool> refused{false};
-  const int threads = static_cast<int>(
-      std::min<int64_t>(kiln::cpu::num_threads(), std::max<int64_t>(1, n / grain)));
+  const int threads =
+      epilogue_threads(n, cols, graph_.types[static_cast<size_t>(product.inputs[0])].shape[1]);
   if (threads <= 1 || omp_in_parallel()) {
     if (!rows->rows(out, 0, n))
       refused.store(true);

@@ -1,6 +1,7 @@
 // Buffer assignment: the per-call arena, in-place elementwise kernels, and what must never
 // happen with either (a caller's tensor overwritten, a result or variable left in a freed
 // arena).
+#include <omp.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -314,5 +315,54 @@ TEST_CASE("product epilogue: a large product runs with its one elementwise reade
     const ConcreteFunction bc = broadcast.get_concrete_function(x, w, bias);
     CHECK_FALSE(paired(bc));
     check_close(broadcast(x, w, bias), tanh(matmul(x, w) * bias), 1e-5, 2e-5);
+  }
+}
+
+TEST_CASE("split contraction: a trained weight's product splits its contraction, not its rows") {
+  random::seed(22);
+  // An odd contraction (301), so the threads' blocks of w's rows differ in size, and a bias
+  // and relu to apply after the blocks' partial products are summed.
+  const int64_t M = 97, K = 301, N = 64;
+  const Tensor init = random::normal({K, N}, 0, 0.1), bias = random::normal({N}, 0, 0.1);
+  Variable w(init, "w"), b(bias, "b");
+  auto step = kiln::function([&](const Tensor& x, const Tensor& dy) {
+    const Tensor h = relu(matmul(x, w.value()) + b.value());
+    w.assign(w.value() - 0.01f * matmul(transpose(x, {1, 0}), dy * h));
+    return h;
+  });
+  Tensor ew = init;
+  for (int i = 0; i < 3; ++i) {
+    const Tensor x = random::normal({M, K}), dy = random::normal({M, N});
+    const Tensor h = step(x, dy);
+    // The forward in f64 loops, from the weight before this call's update.
+    const std::vector<double> xv = x.to_vector<double>(), wv = ew.to_vector<double>(),
+                              bv = bias.to_vector<double>();
+    std::vector<double> ref(static_cast<size_t>(M * N));
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t c = 0; c < N; ++c) {
+        double acc = bv[static_cast<size_t>(c)];
+        for (int64_t k = 0; k < K; ++k)
+          acc += xv[static_cast<size_t>(r * K + k)] * wv[static_cast<size_t>(k * N + c)];
+        ref[static_cast<size_t>(r * N + c)] = std::max(acc, 0.0);
+      }
+    // Sums of 301 terms of about 0.1 in size.
+    check_close(h, ref, 1e-5, 1e-5);
+    ew = ew - 0.01f * matmul(transpose(x, {1, 0}), dy * relu(matmul(x, ew) + bias));
+    check_close(w.value(), ew, 1e-5, 1e-6);
+  }
+  const ConcreteFunction cf = step.get_concrete_function(random::normal({M, K}), zeros({M, N}));
+  INFO(cf.ir(IRStage::optimized));
+  const bool split =
+      cf.ir(IRStage::optimized).find("contraction split across 2 threads") != std::string::npos;
+  // Split only where there are threads to split it across.
+  CHECK(split == (omp_get_max_threads() > 1));
+
+  SECTION("a product of a weight the function only reads keeps its rows split") {
+    auto infer =
+        kiln::function([&](const Tensor& x) { return relu(matmul(x, w.value()) + b.value()); });
+    const Tensor x = random::normal({M, K});
+    check_close(infer(x), relu(matmul(x, w.value()) + bias), 1e-5, 1e-5);
+    CHECK(infer.get_concrete_function(x).ir(IRStage::optimized).find("contraction split") ==
+          std::string::npos);
   }
 }

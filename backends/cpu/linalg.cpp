@@ -157,6 +157,8 @@ SgemmOperands sgemm_operands(const Mat3& a, const Mat3& b) {
   o.lda = o.ta == 'N' ? a.sr : a.sc;
   o.ldb = o.tb == 'N' ? b.sr : b.sc;
   o.row_step = a.sr;
+  o.a_col_step = a.sc;
+  o.b_row_step = b.sr;
   o.pa = reinterpret_cast<const float*>(a.base());
   o.pb = reinterpret_cast<const float*>(b.base());
   return o;
@@ -348,6 +350,7 @@ std::optional<RowBlockProduct> RowBlockProduct::make(const Tensor& a, const Tens
   p.a_ = a;
   p.b_ = b;
   p.op_ = sgemm_operands(ma, mb);
+  p.M_ = ma.R;
   p.K_ = ma.C;
   p.N_ = mb.C;
   return p;
@@ -355,6 +358,41 @@ std::optional<RowBlockProduct> RowBlockProduct::make(const Tensor& a, const Tens
 
 bool RowBlockProduct::rows(float* out, int64_t r0, int64_t r1) const {
   return sgemm_rows(op_, N_, K_, out, r0, r1);
+}
+
+bool RowBlockProduct::contraction_block(float* out, int64_t k0, int64_t k1) const {
+  if (k1 <= k0) {
+    std::memset(out, 0, static_cast<size_t>(M_ * N_) * sizeof(float));
+    return true;
+  }
+  return dnnl_sgemm(op_.ta, op_.tb, M_, N_, k1 - k0, 1.f, op_.pa + k0 * op_.a_col_step, op_.lda,
+                    op_.pb + k0 * op_.b_row_step, op_.ldb, 0.f, out, N_) == dnnl_success;
+}
+
+bool RowBlockProduct::split_contraction(const float* bias, bool relu, float* out, float* partials,
+                                        int threads) const {
+  std::atomic<bool> ok{true};
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const auto [k0, k1] = split_rows(K_, nt, t);
+    if (!contraction_block(t == 0 ? out : partials + (t - 1) * M_ * N_, k0, k1)) ok.store(false);
+#pragma omp barrier
+    const auto [r0, r1] = split_rows(M_, nt, t);
+    for (int64_t r = r0; r < r1; ++r) {
+      float* o = out + r * N_;
+      for (int u = 1; u < nt; ++u) {
+        const float* q = partials + ((u - 1) * M_ + r) * N_;
+        for (int64_t j = 0; j < N_; ++j)
+          o[j] += q[j];
+      }
+      for (int64_t j = 0; bias != nullptr && j < N_; ++j)
+        o[j] += bias[j];
+      for (int64_t j = 0; relu && j < N_; ++j)
+        o[j] = o[j] > 0.f ? o[j] : 0.f;
+    }
+  }
+  return ok.load();
 }
 
 KILN_STATIC_INIT {

@@ -15,7 +15,8 @@ namespace kiln::cpu {
 struct SgemmOperands {
   char ta = 'N', tb = 'N';
   int64_t lda = 0, ldb = 0;
-  int64_t row_step = 0;  // a's elements from one row to the next
+  int64_t row_step = 0;                    // a's elements from one row to the next
+  int64_t a_col_step = 0, b_row_step = 0;  // along the contraction, in a and in b
   const float* pa = nullptr;
   const float* pb = nullptr;
 };
@@ -30,12 +31,22 @@ class RowBlockProduct {
   // Rows [r0, r1) of the product into out (M x N, dense), on the calling thread when called
   // inside a parallel region. False where oneDNN refuses the call.
   bool rows(float* out, int64_t r0, int64_t r1) const;
+  // act(a x b + bias) into out (M x N, dense) on `threads` threads, each taking one block of
+  // the contraction, K split as split_rows(K, threads, t) does: thread t reads only columns
+  // [k0, k1) of a and rows [k0, k1) of b. The blocks' partial products (all but the first in
+  // `partials`, (threads - 1) x M x N floats) are then summed with the bias, each thread
+  // taking a block of output rows. bias may be null; relu applies the activation. False
+  // where oneDNN refuses a call.
+  bool split_contraction(const float* bias, bool relu, float* out, float* partials,
+                         int threads) const;
 
  private:
   RowBlockProduct() = default;
   Tensor a_, b_;  // keep the operands' storage alive
   SgemmOperands op_;
-  int64_t K_ = 0, N_ = 0;
+  int64_t M_ = 0, K_ = 0, N_ = 0;
+  // All M rows of a[:, k0:k1] x b[k0:k1, :] into out (M x N, dense).
+  bool contraction_block(float* out, int64_t k0, int64_t k1) const;
 };
 
 }  // namespace kiln::cpu

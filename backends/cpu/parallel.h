@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include <omp.h>
 
@@ -40,6 +41,15 @@ class SerialScope {
   bool was_;
 };
 
+// Thread t's block of [0, n) split among nt threads: blocks of ceil(n / nt), the last one
+// shorter (or empty). parallel_for, the JIT's product epilogues and
+// RowBlockProduct::split_contraction all split this way, so that a block of a weight's rows
+// is read and written by the same thread from one step to the next.
+inline std::pair<int64_t, int64_t> split_rows(int64_t n, int64_t nt, int64_t t) {
+  const int64_t chunk = (n + nt - 1) / nt;
+  return {std::min(n, t * chunk), std::min(n, (t + 1) * chunk)};
+}
+
 // Runs fn(begin, end) over [0, n) split into contiguous chunks across the OpenMP pool.
 // Work below `grain` items per thread runs inline on the caller, as does everything inside a
 // SerialScope.
@@ -54,11 +64,7 @@ void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
   }
 #pragma omp parallel num_threads(t)
   {
-    const int64_t id = omp_get_thread_num();
-    const int64_t nt = omp_get_num_threads();
-    const int64_t chunk = (n + nt - 1) / nt;
-    const int64_t b = id * chunk;
-    const int64_t e = std::min(n, b + chunk);
+    const auto [b, e] = split_rows(n, omp_get_num_threads(), omp_get_thread_num());
     if (b < e) fn(b, e);
   }
 }
