@@ -10,6 +10,7 @@
 #include <kiln/core/dispatch.h>
 #include <kiln/core/dtype.h>
 #include <kiln/core/error.h>
+#include <kiln/core/float_mode.h>
 #include <kiln/core/nn_grad.h>
 #include <kiln/core/ops.h>
 #include <kiln/core/print.h>

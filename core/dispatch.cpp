@@ -1,12 +1,17 @@
 #include <kiln/core/dispatch.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
+
+#include <kiln/core/float_mode.h>
 
 namespace kiln {
 namespace {
 
 thread_local std::vector<DispatchHook*> t_hooks;
+
+std::atomic<bool> g_flush_denormal{true};
 
 bool check_numerics_enabled() {
   static const bool on = [] {
@@ -71,7 +76,13 @@ std::vector<Tensor> run_kernel(const OpDef& op, std::span<const Tensor> inputs,
   KernelFn kernel = op.kernel(device.type);
   KILN_CHECK(kernel != nullptr, "{}: no kernel for device {} ({})", op.name(), device.str(),
              describe(inputs));
-  std::vector<Tensor> out = kernel(inputs, attrs, types);
+  std::vector<Tensor> out;
+  if (device.is_cpu()) {
+    FloatModeScope mode;
+    out = kernel(inputs, attrs, types);
+  } else {
+    out = kernel(inputs, attrs, types);
+  }
   KILN_ASSERT(out.size() == types.size(), "{}: kernel returned {} outputs, inference said {}",
               op.name(), out.size(), types.size());
   if (check_numerics_enabled())
@@ -81,6 +92,14 @@ std::vector<Tensor> run_kernel(const OpDef& op, std::span<const Tensor> inputs,
 }
 
 }  // namespace
+
+void set_flush_denormal(bool on) {
+  g_flush_denormal.store(on, std::memory_order_relaxed);
+}
+
+bool flush_denormal() {
+  return g_flush_denormal.load(std::memory_order_relaxed);
+}
 
 HookScope::HookScope(DispatchHook* hook) : hook_(hook) {
   t_hooks.push_back(hook);

@@ -551,6 +551,8 @@ std::vector<Tensor> Executable::run(const std::vector<Tensor>& inputs) const {
       if (v.defined() && !v.is_symbolic()) device = v.device();
     }
   if (!device.is_cpu()) return run_on_device(inputs, device);
+  // Subnormals flushed or kept as for the eager kernels (core/float_mode.h), for every step.
+  FloatModeScope mode;
   memory::ArenaScope arena(buffers_.arena_bytes);
   std::vector<Tensor> vals(g.types.size());
   for (size_t i = 0; i < inputs.size(); ++i)

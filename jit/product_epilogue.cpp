@@ -55,6 +55,7 @@ void run_balanced_epilogue(const kiln::cpu::RowBlockProduct& rows, cpu::KernelFn
 #pragma omp parallel num_threads(threads)
   {
     const int64_t id = omp_get_thread_num(), nt = omp_get_num_threads();
+    FloatModeScope mode;
     auto drain = [&](int64_t j) {
       const auto [b, e] = kiln::cpu::split_rows(n, nt, j);
       EpilogueBlock& s = blocks[static_cast<size_t>(j)];

@@ -1,8 +1,14 @@
 // Elementwise and movement ops against values computed independently: libm in f64 over
 // random inputs, and small hand-worked cases.
+#include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <random>
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 
 #include "testing.h"
 
@@ -234,4 +240,43 @@ TEST_CASE("large elementwise work splits across threads and stays exact") {
   Tensor strided = b.slice(0, 1, n, 3);
   CHECK(strided.numel() == (n - 1 + 2) / 3);
   CHECK(strided.to_vector<double>()[1000] == 2.0 * 3001 + 1.0);
+}
+
+TEST_CASE(
+    "subnormals: flushed by default in eager, interpreted and compiled code; kept on request") {
+  // 1e-20 squared is 1e-40, a subnormal f32; 1e-160 squared a subnormal f64. A million
+  // elements, so that the eager kernel and the compiled one both split across the threads.
+  const int64_t n = 1 << 20;
+  const float sub = std::numeric_limits<float>::denorm_min() * 1000;  // copied in, not computed
+  const Tensor x = full({n}, 1e-20f), xd = full({4}, 1e-160, f64),
+               tiny = from_vector(std::vector<float>(static_cast<size_t>(n), sub), {n});
+  auto square = [](const Tensor& a) { return a * a; };
+  auto compiled = kiln::function(square);
+  auto interpreted = kiln::function(square, FunctionOptions{.jit_compile = false});
+  auto all_equal = [](const Tensor& t, double v) {
+    const std::vector<double> got = t.to_vector<double>();
+    return std::all_of(got.begin(), got.end(), [&](double g) { return g == v; });
+  };
+#if defined(__x86_64__)
+  const uint32_t caller_mode = _mm_getcsr();
+#endif
+  CHECK(kiln::flush_denormal());
+  for (const Tensor& y : {square(x), compiled(x), interpreted(x)})
+    CHECK(all_equal(y, 0.0));
+  CHECK(all_equal(square(xd), 0.0));
+  // Subnormal inputs read as zero: x + 0 is 0.
+  CHECK(all_equal(tiny + 0.f, 0.0));
+  {
+    const kiln::testing::KeepSubnormals keep;
+    const double expected = static_cast<double>(1e-20f * 1e-20f);  // this thread keeps them
+    REQUIRE(expected > 0.0);
+    for (const Tensor& y : {square(x), compiled(x), interpreted(x)})
+      CHECK(all_equal(y, expected));
+    CHECK(all_equal(square(xd), 1e-160 * 1e-160));
+    CHECK(all_equal(tiny + 0.f, static_cast<double>(sub)));
+  }
+#if defined(__x86_64__)
+  // The caller's own mode is left as it was (the exception flags aside).
+  CHECK((_mm_getcsr() & ~0x3fu) == (caller_mode & ~0x3fu));
+#endif
 }

@@ -58,6 +58,15 @@ inline void check_close(const Tensor& got, const Tensor& expected, double rtol =
   check_close(got.to_vector<double>(), expected.to_vector<double>(), rtol, atol);
 }
 
+// While alive, Kiln's CPU kernels keep subnormal floats (core/float_mode.h), for tests of
+// accuracy down to them.
+struct KeepSubnormals {
+  KeepSubnormals() { kiln::set_flush_denormal(false); }
+  ~KeepSubnormals() { kiln::set_flush_denormal(true); }
+  KeepSubnormals(const KeepSubnormals&) = delete;
+  KeepSubnormals& operator=(const KeepSubnormals&) = delete;
+};
+
 // Runs fn and checks it throws kiln::Error whose message contains every fragment.
 template <class Fn>
 void check_error(Fn&& fn, const std::vector<std::string>& fragments) {

@@ -375,6 +375,7 @@ bool RowBlockProduct::split_contraction(const float* bias, bool relu, float* out
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    FloatModeScope mode;
     const auto [k0, k1] = split_rows(K_, nt, t);
     if (!contraction_block(t == 0 ? out : partials + (t - 1) * M_ * N_, k0, k1)) ok.store(false);
 #pragma omp barrier

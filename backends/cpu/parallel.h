@@ -9,6 +9,8 @@
 
 #include <omp.h>
 
+#include <kiln/core/float_mode.h>
+
 namespace kiln::cpu {
 
 // Threads Kiln uses: KILN_NUM_THREADS, else every core. Set once at load time, before oneDNN
@@ -65,6 +67,7 @@ void parallel_for(int64_t n, int64_t grain, Fn&& fn) {
 #pragma omp parallel num_threads(t)
   {
     const auto [b, e] = split_rows(n, omp_get_num_threads(), omp_get_thread_num());
+    FloatModeScope mode;
     if (b < e) fn(b, e);
   }
 }
