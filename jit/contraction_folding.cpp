@@ -55,4 +55,84 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
   });
 }
 
+void absorb_row_contractions(const ir::Graph& g, FusionPlan& plan) {
+  std::vector<int> producer(g.types.size(), -1);
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (int v : g.nodes[i].outputs)
+      producer[static_cast<size_t>(v)] = static_cast<int>(i);
+  // The step that makes each value: -1 for the function's inputs, constants aside.
+  auto made_at = [&](int v) {
+    for (size_t k = 0; k < plan.steps.size(); ++k) {
+      const Step& s = plan.steps[k];
+      const std::vector<int>& outs = s.group >= 0
+                                         ? plan.groups[static_cast<size_t>(s.group)].outputs
+                                         : g.nodes[static_cast<size_t>(s.node)].outputs;
+      if (std::find(outs.begin(), outs.end(), v) != outs.end()) return static_cast<int>(k);
+    }
+    return -1;
+  };
+  auto has = [](const std::vector<int>& xs, int x) {
+    return std::find(xs.begin(), xs.end(), x) != xs.end();
+  };
+  for (size_t k = 0; k < plan.steps.size(); ++k) {
+    const Step s = plan.steps[k];
+    if (s.group >= 0) continue;
+    const ir::Node& n = g.nodes[static_cast<size_t>(s.node)];
+    if (!is_static_matrix_product(g, n)) continue;
+    const int t = producer[static_cast<size_t>(n.inputs[0])], d = n.inputs[1], p = n.outputs[0];
+    if (t < 0) continue;
+    const ir::Node& tr = g.nodes[static_cast<size_t>(t)];
+    if (tr.op != "transpose" || tr.attrs.ints("perm") != std::vector<int64_t>{1, 0}) continue;
+    const int h = tr.inputs[0];
+    const TensorType& ht = g.types[static_cast<size_t>(h)];
+    const TensorType& dt = g.types[static_cast<size_t>(d)];
+    // The program keeps K sums per column, in registers across the rows.
+    if ((ht.dtype != DType::f32 && ht.dtype != DType::f64) || dt.dtype != ht.dtype ||
+        dt.shape[1] > kMaxFusedContraction || h == d)
+      continue;
+    for (size_t r = 0; r < plan.steps.size(); ++r) {
+      if (plan.steps[r].group < 0) continue;
+      FusionGroup& grp = plan.groups[static_cast<size_t>(plan.steps[r].group)];
+      if (!grp.column_program || grp.shape != ht.shape) continue;
+      // H at each element: a member's output, or an input read at its own index (not a
+      // product's operand, which the program reads by row and column).
+      std::vector<int> operands;
+      for (int m : grp.nodes)
+        if (g.nodes[static_cast<size_t>(m)].op == "matmul")
+          operands.insert(operands.end(), g.nodes[static_cast<size_t>(m)].inputs.begin(),
+                          g.nodes[static_cast<size_t>(m)].inputs.end());
+      bool member_h = false;
+      for (int m : grp.nodes)
+        member_h |= g.nodes[static_cast<size_t>(m)].outputs[0] == h;
+      if (!member_h && (!has(grp.inputs, h) || has(operands, h))) continue;
+      // D by row: an operand already, or a value the program does not read yet that is ready
+      // before it runs.
+      if (has(grp.inputs, d) ? !has(operands, d) : made_at(d) >= static_cast<int>(r)) continue;
+      // Every reader of P runs after the program.
+      bool later = true;
+      for (size_t q = 0; q <= r && later; ++q)
+        later = !has(step_reads(g, plan, plan.steps[q]), p);
+      if (!later) continue;
+      if (!has(grp.inputs, d)) grp.inputs.push_back(d);
+      grp.nodes.insert(std::upper_bound(grp.nodes.begin(), grp.nodes.end(), s.node), s.node);
+      grp.row_contractions.push_back(s.node);
+      grp.outputs.push_back(p);
+      plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(k));
+      // The transpose's step goes too where nothing else reads it.
+      const int hv = n.inputs[0];
+      bool read = has(g.results, hv);
+      for (const Step& q : plan.steps)
+        read |= has(step_reads(g, plan, q), hv);
+      if (!read)
+        for (size_t q = 0; q < plan.steps.size(); ++q)
+          if (plan.steps[q].node == t) {
+            plan.steps.erase(plan.steps.begin() + static_cast<std::ptrdiff_t>(q));
+            break;
+          }
+      k = static_cast<size_t>(-1);  // the plan changed: scan again from the start
+      break;
+    }
+  }
+}
+
 }  // namespace kiln::jit

@@ -97,6 +97,7 @@ Executable::Executable(const ir::Graph& traced) : graph_(optimize(traced)) {
   plan_ = plan_fusion(graph_, cpu::classify);
   absorb_views(graph_, plan_);
   absorb_contractions(graph_, plan_);
+  absorb_row_contractions(graph_, plan_);
   for (size_t k = 0; k < plan_.groups.size(); ++k) {
     cpu::KernelPlan kp = cpu::plan_kernel(graph_, plan_.groups[k], fmt::format("k{}", k));
     // A streaming entry only where the outputs can be large: it costs a second vectorized
@@ -347,6 +348,8 @@ void Executable::run_program(size_t k, std::vector<Tensor>& vals, Device device)
       for (int64_t d = 0; d < r - 1; ++d)
         shape.push_back(rows[d]);
       if (type.shape.rank() == r) shape.push_back(1);
+    } else if (kp.output_per_column[o] > 0) {  // a row contraction's [C, K]
+      shape = Shape{cols, kp.output_per_column[o]};
     } else if (!kp.output_full[o]) {  // per column: [1..., C] or [C]
       shape = Shape{};
       for (int64_t d = 0; d + 1 < type.shape.rank(); ++d)

@@ -33,6 +33,10 @@ struct FusionGroup {
   // runs, and the kernel reads that view through its strides. Their outputs are among
   // `inputs`; their own inputs are read by the group too.
   std::vector<int> prologue;
+  // Column programs: members P = matmul(transpose(H), D) that sum over the rows (a weight
+  // gradient, contraction_folding.cpp): H a value the program has at each element, D [rows,
+  // K] read by row, P [columns, K] accumulated per column like a column sum.
+  std::vector<int> row_contractions;
 };
 
 // What the code generator can do with a node.
@@ -69,6 +73,12 @@ inline constexpr int64_t kMaxFusedContraction = 16;
 // makes this pattern wherever a layer with few outputs follows a hidden layer: dh = dy W^T
 // (K = the outputs), then the activation's gradient and the bias gradient's column sum.
 void absorb_contractions(const ir::Graph& g, FusionPlan& plan);
+// Moves a 2-D matmul P = transpose(H) x D into a column program that reads H at each element:
+// D [rows, K] with K <= kMaxFusedContraction, P [columns, K], every reader of P after the
+// program. The program walks every row of H anyway; P costs K multiply-adds per element more,
+// kept per column. A backward pass makes this pattern beside the previous one: the weight
+// gradient dW = h^T dy of a layer with few outputs, next to dh = dy W^T.
+void absorb_row_contractions(const ir::Graph& g, FusionPlan& plan);
 // Products with an epilogue (product_epilogue.cpp): a 2-D f32 matmul of at least
 // kMinEpilogueProductMacs multiply-adds (static shapes) whose output only one group reads,
 // where `flat(group)` says that group is an elementwise kernel over the product's shape that

@@ -236,10 +236,17 @@ bool Executable::run_split_product(const ir::Node& n, std::span<const Tensor> in
 void Executable::run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& vals) const {
   for (int i : grp.nodes) {
     const ir::Node& n = graph_.nodes[static_cast<size_t>(i)];
-    for (int v : n.inputs)
-      if (const int c = constant_of_[static_cast<size_t>(v)];
-          c >= 0 && !vals[static_cast<size_t>(v)].defined())
+    for (int v : n.inputs) {
+      if (vals[static_cast<size_t>(v)].defined()) continue;
+      if (const int c = constant_of_[static_cast<size_t>(v)]; c >= 0) {
         vals[static_cast<size_t>(v)] = graph_.constants[static_cast<size_t>(c)];
+        continue;
+      }
+      // A row contraction's H^T, whose transpose the program made no step for.
+      for (const ir::Node& m : graph_.nodes)
+        if (m.op == "transpose" && m.outputs[0] == v)
+          tracer::run_node(graph_, m, vals, graph_.variables);
+    }
     tracer::run_node(graph_, n, vals, graph_.variables);
   }
 }

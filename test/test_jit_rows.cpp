@@ -190,6 +190,67 @@ TEST_CASE("jit: column reductions fuse their producers and match the interpreter
   check_close(bias_grad(g, z), sum(where(z > 0.f, g, 0.f), {0}), 1e-5, 1e-6);
 }
 
+TEST_CASE("jit: a weight gradient h^T dy runs inside the column program over h") {
+  // A hidden layer's backward pass under a small output layer, as in the MLP step: the
+  // program walks h for the relu's gradient and the bias gradient; dW = h^T dy sums over
+  // the same rows. dW is read after the program (by dW * 2), and also returned as it is.
+  auto backward = [](const Tensor& dy, const Tensor& w, const Tensor& h) {
+    Tensor dh = where(h > 0.0, matmul(dy, transpose(w, {1, 0})), 0.0);
+    Tensor dw = matmul(transpose(h, {1, 0}), dy);
+    return std::vector<Tensor>{dh, sum(dh, {0}), dw * 2.0, dw};
+  };
+  // H made inside the program: t = tanh(z), read at each element and transposed for dW.
+  auto inner = [](const Tensor& dy, const Tensor& w, const Tensor& z) {
+    Tensor t = tanh(z);
+    Tensor dz = t * matmul(dy, transpose(w, {1, 0}));
+    return std::vector<Tensor>{sum(dz, {0}), matmul(transpose(t, {1, 0}), dy)};
+  };
+  auto f = kiln::function(backward);
+  auto ref = kiln::function(backward, kInterpreted);
+  auto g = kiln::function(inner);
+  auto gref = kiln::function(inner, kInterpreted);
+  for (DType dt : {DType::f32, DType::f64}) {
+    for (const auto& [m, k, n] :
+         {std::array<int64_t, 3>{37, 10, 29}, {1, 1, 5}, {64, 16, 128}, {5, 3, 1}, {130, 7, 9}}) {
+      INFO(std::string(name(dt)) << " m " << m << " k " << k << " n " << n);
+      const Tensor dy = cast(rnd({m, k}, 1), dt), w = cast(rnd({n, k}, 2), dt),
+                   h = cast(rnd({m, n}, 3), dt);
+      const auto got = f(dy, w, h), want = ref(dy, w, h);
+      const double tol = dt == DType::f32 ? 1e-5 : 1e-12;
+      for (size_t i = 0; i < got.size(); ++i)
+        check_close(got[i], want[i], tol, tol);
+      // The program and the kernel of dW * 2: no library call.
+      const ConcreteFunction cf = f.get_concrete_function(dy, w, h);
+      INFO(cf.ir(IRStage::optimized));
+      CHECK(cf.kernel_count() == 2);
+      // dW independently, in f64 loops.
+      const auto a = cast(dy, DType::f64).to_vector<double>(),
+                 c = cast(h, DType::f64).to_vector<double>();
+      std::vector<double> dw(static_cast<size_t>(n * k), 0.0);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t q = 0; q < k; ++q)
+            dw[static_cast<size_t>(j * k + q)] +=
+                c[static_cast<size_t>(i * n + j)] * a[static_cast<size_t>(i * k + q)];
+      check_close(cast(got[3], DType::f64), from_vector(dw, {n, k}), tol * 10, tol * 10);
+      const auto ig = g(dy, w, h), iw = gref(dy, w, h);
+      check_close(ig[0], iw[0], tol, tol);
+      check_close(ig[1], iw[1], tol, tol);
+      CHECK(g.get_concrete_function(dy, w, h).kernel_count() == 1);
+    }
+  }
+  // Wide: 300 columns, 18 blocks of 16 and 12 left over, 16 sums each.
+  const Tensor dy = rnd({8, 16}, 1), w = rnd({300, 16}, 2), h = rnd({8, 300}, 3);
+  CHECK(f.get_concrete_function(dy, w, h).kernel_count() == 2);
+  const auto got = f(dy, w, h), want = ref(dy, w, h);
+  for (size_t i = 0; i < got.size(); ++i)
+    check_close(got[i], want[i], 1e-5, 1e-5);
+  // More than kMaxFusedContraction sums per column (17): both products stay calls.
+  const Tensor dy17 = rnd({8, 17}, 1), w17 = rnd({30, 17}, 2), h17 = rnd({8, 30}, 3);
+  CHECK(f.get_concrete_function(dy17, w17, h17).kernel_count() == 4);
+  check_close(f(dy17, w17, h17)[3], ref(dy17, w17, h17)[3], 1e-5, 1e-5);
+}
+
 TEST_CASE("jit: a matmul with a short contraction runs inside the column program after it") {
   // A hidden layer's backward pass under a small output layer: dz = relu'(z) * (dy W^T) and
   // the bias gradient, sum(dz, 0).

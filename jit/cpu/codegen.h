@@ -58,6 +58,9 @@ struct KernelPlan {
   bool row_program = false;
   bool column_program = false;
   std::vector<bool> output_full;  // row/column programs: per output, full (else reduced)
+  // Column programs: per output, the values per column of a row contraction's [columns, K]
+  // (fusion.h, FusionGroup::row_contractions); 0 for the others.
+  std::vector<int64_t> output_per_column;
   // Column programs: the work per element relative to an elementwise op, which sizes the
   // columns each thread takes: 1, plus an eighth of the contraction length of each matmul
   // member. Its multiply-adds are vector FMAs on operands that stay in L1, far cheaper per
