@@ -257,6 +257,70 @@ AliasScopes::AliasScopes(llvm::LLVMContext& ctx, const std::string& kernel, size
   }
 }
 
+std::vector<llvm::Value*> emit_accumulating_loop(Emitter& em, llvm::Function* fn, llvm::Value* n,
+                                                 const std::vector<llvm::Value*>& init,
+                                                 const LoopStep& step, const std::string& name) {
+  llvm::IRBuilder<>& b = em.b;
+  llvm::BasicBlock* pre = b.GetInsertBlock();
+  auto* loop = llvm::BasicBlock::Create(em.ctx, name, fn);
+  auto* after = llvm::BasicBlock::Create(em.ctx, name + ".end", fn);
+  b.CreateCondBr(b.CreateICmpSGT(n, b.getInt64(0)), loop, after);
+  b.SetInsertPoint(loop);
+  llvm::PHINode* i = b.CreatePHI(b.getInt64Ty(), 2);
+  i->addIncoming(b.getInt64(0), pre);
+  std::vector<llvm::PHINode*> acc;
+  std::vector<llvm::Value*> acc_values;
+  for (llvm::Value* v : init) {
+    acc.push_back(b.CreatePHI(v->getType(), 2));
+    acc.back()->addIncoming(v, pre);
+    acc_values.push_back(acc.back());
+  }
+  const std::vector<llvm::Value*> next = step(i, acc_values);
+  llvm::Value* in = b.CreateAdd(i, b.getInt64(1), "", true, true);
+  llvm::BasicBlock* latch = b.GetInsertBlock();
+  i->addIncoming(in, latch);
+  for (size_t k = 0; k < acc.size(); ++k)
+    acc[k]->addIncoming(next[k], latch);
+  b.CreateCondBr(b.CreateICmpSLT(in, n), loop, after);
+  b.SetInsertPoint(after);
+  std::vector<llvm::Value*> out;
+  for (size_t k = 0; k < acc.size(); ++k) {
+    llvm::PHINode* r = b.CreatePHI(init[k]->getType(), 2);
+    r->addIncoming(init[k], pre);
+    r->addIncoming(next[k], latch);
+    out.push_back(r);
+  }
+  return out;
+}
+
+void emit_lane_loops(Emitter& em, llvm::Function* fn, llvm::Value* begin, llvm::Value* end,
+                     unsigned lanes, const std::function<void(llvm::Value* i, unsigned l)>& body,
+                     std::pair<const char*, const char*> names) {
+  llvm::IRBuilder<>& b = em.b;
+  // A loop over [from, to) by l (one for 0), ending at `after`.
+  auto loop = [&](llvm::Value* from, llvm::Value* to, unsigned l, llvm::BasicBlock* after) {
+    llvm::BasicBlock* pre = b.GetInsertBlock();
+    auto* head = llvm::BasicBlock::Create(em.ctx, l ? names.first : names.second, fn);
+    b.CreateCondBr(b.CreateICmpSLT(from, to), head, after);
+    b.SetInsertPoint(head);
+    llvm::PHINode* i = b.CreatePHI(b.getInt64Ty(), 2);
+    i->addIncoming(from, pre);
+    body(i, l);
+    llvm::Value* next = b.CreateAdd(i, b.getInt64(l ? l : 1), "", true, true);
+    i->addIncoming(next, b.GetInsertBlock());
+    b.CreateCondBr(b.CreateICmpSLT(next, to), head, after);
+    b.SetInsertPoint(after);
+  };
+  if (lanes > 1) {
+    llvm::Value* n = b.CreateSub(end, begin);
+    llvm::Value* lane_end =
+        b.CreateAdd(begin, b.CreateMul(b.CreateSDiv(n, b.getInt64(lanes)), b.getInt64(lanes)));
+    loop(begin, lane_end, lanes, llvm::BasicBlock::Create(em.ctx, "rest", fn));
+    begin = lane_end;
+  }
+  loop(begin, end, 0, llvm::BasicBlock::Create(em.ctx, "done", fn));
+}
+
 KernelStart start_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;

@@ -145,92 +145,72 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
     for (const RowContraction& c : contractions)
       for (int64_t k = 0; k < c.k; ++k)
         init.push_back(em.fconst(dtype(c.p), 0.0));
-    llvm::BasicBlock* pre = b.GetInsertBlock();
-    auto* loop = llvm::BasicBlock::Create(ctx, l ? "rows" : "rows1", fn);
-    auto* after = llvm::BasicBlock::Create(ctx, l ? "rows.end" : "rows1.end", fn);
-    b.CreateCondBr(b.CreateICmpSGT(rows, b.getInt64(0)), loop, after);
-    b.SetInsertPoint(loop);
-    llvm::PHINode* r = b.CreatePHI(i64, 2);
-    r->addIncoming(b.getInt64(0), pre);
-    std::vector<llvm::PHINode*> acc;
-    for (llvm::Value* v : init) {
-      acc.push_back(b.CreatePHI(v->getType(), 2));
-      acc.back()->addIncoming(v, pre);
-    }
-    llvm::Value* row_base = b.CreateMul(r, cols);
-    std::map<int, llvm::Value*> memo = per_block;
-    for (const KernelInput& in : plan.inputs)
-      if (in.kind == InputKind::row) memo[in.value] = em.splat(load_in(in.value, r));
-    // A short product's row of A, and a row contraction's row of D: K values of this row.
-    std::map<int, std::vector<llvm::Value*>> by_row;
-    auto row_of = [&](int a) {
-      if (by_row.count(a) != 0) return;
-      const int64_t k_len = g.types[static_cast<size_t>(a)].shape[1];
-      llvm::Value* a_base = b.CreateMul(r, b.getInt64(k_len));
-      for (int64_t k = 0; k < k_len; ++k)
-        by_row[a].push_back(em.splat(load_in(a, b.CreateAdd(a_base, b.getInt64(k)))));
-    };
-    for (const ir::Node* n : products)
-      row_of(n->inputs[0]);
-    for (const RowContraction& c : contractions)
-      row_of(c.d);
-    auto fma = [&](llvm::Value* x, llvm::Value* y, llvm::Value* z) {
-      return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {x->getType()}, {x, y, z});
-    };
-    std::function<llvm::Value*(int)> value = [&](int v) -> llvm::Value* {
-      if (auto it = memo.find(v); it != memo.end()) return it->second;
-      llvm::Value* x = nullptr;
-      const ir::Node* n = member.count(v) != 0 ? member.at(v) : nullptr;
-      if (n != nullptr && n->op == "matmul") {
-        // K multiply-adds in k order.
-        const std::vector<llvm::Value*>& a_row = by_row.at(n->inputs[0]);
-        const std::vector<llvm::Value*>& b_row = b_rows.at(n);
-        for (size_t k = 0; k < a_row.size(); ++k)
-          x = x == nullptr ? b.CreateFMul(a_row[k], b_row[k]) : fma(a_row[k], b_row[k], x);
-      } else if (kind.count(v) != 0) {  // a full input (the others are in memo)
-        x = load_block(dtype(v), base[v], b.CreateAdd(row_base, j0), alias.in_scope,
-                       alias.in_noalias);
-      } else {
-        std::vector<llvm::Value*> args;
-        for (int a : n->inputs)
-          args.push_back(value(a));
-        x = em.node(g, *n, args);
-      }
-      return memo[v] = x;
-    };
-    std::vector<llvm::Value*> next;
-    for (size_t i = 0; i < reductions.size(); ++i) {
-      const ir::Node* n = reductions[i];
-      llvm::Value* x = value(n->inputs[0]);
-      next.push_back(n->op == "reduce_sum"
-                         ? b.CreateFAdd(acc[i], x)
-                         : b.CreateBinaryIntrinsic(n->op == "reduce_max" ? llvm::Intrinsic::maximum
+    // Every row for the block; with no rows, each reduction is its identity and each row
+    // contraction 0.
+    auto row = [&](llvm::Value* r, const std::vector<llvm::Value*>& acc) {
+      llvm::Value* row_base = b.CreateMul(r, cols);
+      std::map<int, llvm::Value*> memo = per_block;
+      for (const KernelInput& in : plan.inputs)
+        if (in.kind == InputKind::row) memo[in.value] = em.splat(load_in(in.value, r));
+      // A short product's row of A, and a row contraction's row of D: K values of this row.
+      std::map<int, std::vector<llvm::Value*>> by_row;
+      auto row_of = [&](int a) {
+        if (by_row.count(a) != 0) return;
+        const int64_t k_len = g.types[static_cast<size_t>(a)].shape[1];
+        llvm::Value* a_base = b.CreateMul(r, b.getInt64(k_len));
+        for (int64_t k = 0; k < k_len; ++k)
+          by_row[a].push_back(em.splat(load_in(a, b.CreateAdd(a_base, b.getInt64(k)))));
+      };
+      for (const ir::Node* n : products)
+        row_of(n->inputs[0]);
+      for (const RowContraction& c : contractions)
+        row_of(c.d);
+      auto fma = [&](llvm::Value* x, llvm::Value* y, llvm::Value* z) {
+        return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {x->getType()}, {x, y, z});
+      };
+      std::function<llvm::Value*(int)> value = [&](int v) -> llvm::Value* {
+        if (auto it = memo.find(v); it != memo.end()) return it->second;
+        llvm::Value* x = nullptr;
+        const ir::Node* n = member.count(v) != 0 ? member.at(v) : nullptr;
+        if (n != nullptr && n->op == "matmul") {
+          // K multiply-adds in k order.
+          const std::vector<llvm::Value*>& a_row = by_row.at(n->inputs[0]);
+          const std::vector<llvm::Value*>& b_row = b_rows.at(n);
+          for (size_t k = 0; k < a_row.size(); ++k)
+            x = x == nullptr ? b.CreateFMul(a_row[k], b_row[k]) : fma(a_row[k], b_row[k], x);
+        } else if (kind.count(v) != 0) {  // a full input (the others are in memo)
+          x = load_block(dtype(v), base[v], b.CreateAdd(row_base, j0), alias.in_scope,
+                         alias.in_noalias);
+        } else {
+          std::vector<llvm::Value*> args;
+          for (int a : n->inputs)
+            args.push_back(value(a));
+          x = em.node(g, *n, args);
+        }
+        return memo[v] = x;
+      };
+      std::vector<llvm::Value*> next;
+      for (size_t i = 0; i < reductions.size(); ++i) {
+        const ir::Node* n = reductions[i];
+        llvm::Value* x = value(n->inputs[0]);
+        next.push_back(n->op == "reduce_sum" ? b.CreateFAdd(acc[i], x)
+                                             : b.CreateBinaryIntrinsic(
+                                                   n->op == "reduce_max" ? llvm::Intrinsic::maximum
                                                                          : llvm::Intrinsic::minimum,
                                                    acc[i], x));
-    }
-    for (const RowContraction& c : contractions) {
-      llvm::Value* h = value(c.h);
-      for (int64_t k = 0; k < c.k; ++k)
-        next.push_back(fma(h, by_row.at(c.d)[static_cast<size_t>(k)], acc[next.size()]));
-    }
-    for (size_t k = 0; k < grp.outputs.size(); ++k)
-      if (plan.output_full[k])
-        store_block(grp.outputs[k], value(grp.outputs[k]), b.CreateAdd(row_base, j0));
-    llvm::Value* r_next = b.CreateAdd(r, b.getInt64(1), "", true, true);
-    r->addIncoming(r_next, b.GetInsertBlock());
-    for (size_t i = 0; i < acc.size(); ++i)
-      acc[i]->addIncoming(next[i], b.GetInsertBlock());
-    llvm::BasicBlock* last = b.GetInsertBlock();
-    b.CreateCondBr(b.CreateICmpSLT(r_next, rows), loop, after);
-    b.SetInsertPoint(after);
-    // With no rows, each reduction is its identity and each row contraction 0.
-    std::vector<llvm::Value*> sums;
-    for (size_t i = 0; i < acc.size(); ++i) {
-      llvm::PHINode* x = b.CreatePHI(init[i]->getType(), 2);
-      x->addIncoming(init[i], pre);
-      x->addIncoming(next[i], last);
-      sums.push_back(x);
-    }
+      }
+      for (const RowContraction& c : contractions) {
+        llvm::Value* h = value(c.h);
+        for (int64_t k = 0; k < c.k; ++k)
+          next.push_back(fma(h, by_row.at(c.d)[static_cast<size_t>(k)], acc[next.size()]));
+      }
+      for (size_t k = 0; k < grp.outputs.size(); ++k)
+        if (plan.output_full[k])
+          store_block(grp.outputs[k], value(grp.outputs[k]), b.CreateAdd(row_base, j0));
+      return next;
+    };
+    const std::vector<llvm::Value*> sums =
+        emit_accumulating_loop(em, fn, rows, init, row, l ? "rows" : "rows1");
     // The block's sums, once: the reductions' over its columns, the row contractions' as P's
     // [cols, K] (column j's K sums adjacent), lane by lane.
     for (size_t i = 0; i < reductions.size(); ++i)
@@ -250,32 +230,7 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
     em.lanes = 0;
   };
 
-  // A loop over the blocks [from, to) of `l` columns (one for 0), ending at `after`.
-  auto block_loop = [&](llvm::Value* from, llvm::Value* to, unsigned l, llvm::BasicBlock* after) {
-    llvm::BasicBlock* pre = b.GetInsertBlock();
-    auto* loop = llvm::BasicBlock::Create(ctx, l ? "blocks" : "cols", fn);
-    b.CreateCondBr(b.CreateICmpSLT(from, to), loop, after);
-    b.SetInsertPoint(loop);
-    llvm::PHINode* j = b.CreatePHI(i64, 2);
-    j->addIncoming(from, pre);
-    emit_block(j, l);
-    llvm::Value* next = b.CreateAdd(j, b.getInt64(l ? l : 1), "", true, true);
-    j->addIncoming(next, b.GetInsertBlock());
-    b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
-    b.SetInsertPoint(after);
-  };
-  llvm::Value* begin = start.begin;
-  llvm::Value* end = start.end;
-  auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
-  if (lanes > 1) {
-    llvm::Value* n = b.CreateSub(end, begin);
-    llvm::Value* block_end =
-        b.CreateAdd(begin, b.CreateMul(b.CreateSDiv(n, b.getInt64(lanes)), b.getInt64(lanes)));
-    auto* rest = llvm::BasicBlock::Create(ctx, "rest", fn);
-    block_loop(begin, block_end, lanes, rest);
-    begin = block_end;
-  }
-  block_loop(begin, end, 0, exit);
+  emit_lane_loops(em, fn, start.begin, start.end, lanes, emit_block, {"blocks", "cols"});
   b.CreateRetVoid();
 }
 

@@ -6,8 +6,10 @@
 // code generator (codegen.cpp) and the NVPTX one (jit/cuda/ptx.cpp) emit the same functions
 // through it; only the target machine, the libm names and the entry differ.
 
+#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <llvm/IR/IRBuilder.h>
@@ -257,10 +259,26 @@ struct AliasScopes {
 // codegen.h), which assumes 64-byte aligned outputs and ends with a store fence.
 void emit_kernel(Emitter& em, const ir::Graph& g, const KernelPlan& plan, llvm::TargetMachine& tm,
                  bool stream = false);
-// The reduction kernels (reductions.cpp).
+// The reduction kernels: row programs (reductions.cpp) and column programs
+// (column_program.cpp).
 void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                       llvm::TargetMachine& tm);
 void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                          llvm::TargetMachine& tm);
+// Emits loops running body(i, l) over [begin, end) in fn: `lanes` at a time (l = lanes) while
+// a whole group of them fits, then one at a time (l = 0); with lanes 0, one at a time
+// throughout. The loops' blocks are named `names` (by lanes, one at a time). The builder is
+// left after the loops (codegen.cpp).
+// Emits a loop over i in [0, n) carrying accumulators (phi nodes) from `init`: step(i, acc)
+// emits the body and returns their next values. Returns their values after the loop (init's
+// where n <= 0); the builder is left there. Its blocks are `name` and `name`.end.
+using LoopStep =
+    std::function<std::vector<llvm::Value*>(llvm::Value* i, const std::vector<llvm::Value*>& acc)>;
+std::vector<llvm::Value*> emit_accumulating_loop(Emitter& em, llvm::Function* fn, llvm::Value* n,
+                                                 const std::vector<llvm::Value*>& init,
+                                                 const LoopStep& step, const std::string& name);
+void emit_lane_loops(Emitter& em, llvm::Function* fn, llvm::Value* begin, llvm::Value* end,
+                     unsigned lanes, const std::function<void(llvm::Value* i, unsigned l)>& body,
+                     std::pair<const char*, const char*> names);
 
 }  // namespace kiln::jit::cpu

@@ -20,7 +20,6 @@ constexpr int64_t kMaxLaneRowLength = 32;
 void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
                       llvm::TargetMachine& tm) {
   llvm::IRBuilder<>& b = em.b;
-  llvm::LLVMContext& ctx = em.ctx;
   llvm::Type* i64 = b.getInt64Ty();
   KernelStart start = start_kernel(em, g, plan, tm);
   llvm::Function* fn = start.fn;
@@ -40,40 +39,9 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
   auto is_full = [&](int v) { return g.types[static_cast<size_t>(v)].shape == grp.shape; };
   auto dtype = [&](int v) { return g.types[static_cast<size_t>(v)].dtype; };
 
-  // A loop over the columns [0, cols) with accumulators (phi nodes) carried across it.
-  auto column_loop = [&](const std::vector<llvm::Value*>& init,
-                         const std::function<std::vector<llvm::Value*>(
-                             llvm::Value * j, const std::vector<llvm::Value*>& acc)>& step) {
-    llvm::BasicBlock* pre = b.GetInsertBlock();
-    auto* loop = llvm::BasicBlock::Create(ctx, "col", fn);
-    auto* after = llvm::BasicBlock::Create(ctx, "col.end", fn);
-    b.CreateCondBr(b.CreateICmpSGT(cols, b.getInt64(0)), loop, after);
-    b.SetInsertPoint(loop);
-    llvm::PHINode* j = b.CreatePHI(i64, 2);
-    j->addIncoming(b.getInt64(0), pre);
-    std::vector<llvm::PHINode*> acc;
-    std::vector<llvm::Value*> acc_values;
-    for (llvm::Value* v : init) {
-      acc.push_back(b.CreatePHI(v->getType(), 2));
-      acc.back()->addIncoming(v, pre);
-      acc_values.push_back(acc.back());
-    }
-    const std::vector<llvm::Value*> next = step(j, acc_values);
-    llvm::Value* jn = b.CreateAdd(j, b.getInt64(1), "", true, true);
-    llvm::BasicBlock* latch = b.GetInsertBlock();
-    j->addIncoming(jn, latch);
-    for (size_t k = 0; k < acc.size(); ++k)
-      acc[k]->addIncoming(next[k], latch);
-    b.CreateCondBr(b.CreateICmpSLT(jn, cols), loop, after);
-    b.SetInsertPoint(after);
-    std::vector<llvm::Value*> out;
-    for (size_t k = 0; k < acc.size(); ++k) {
-      llvm::PHINode* r = b.CreatePHI(init[k]->getType(), 2);
-      r->addIncoming(init[k], pre);
-      r->addIncoming(next[k], latch);
-      out.push_back(r);
-    }
-    return out;
+  // A loop over the columns [0, cols) with accumulators carried across it.
+  auto column_loop = [&](const std::vector<llvm::Value*>& init, const LoopStep& step) {
+    return emit_accumulating_loop(em, fn, cols, init, step, "col");
   };
 
   // A reduction's operand that a full output is computed from (softmax's exp(x - max)) is
@@ -234,20 +202,6 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
     em.lanes = 0;
   };
 
-  // A loop over rows [from, to) by `step`, its body emit_rows; ends at `after`.
-  auto row_loop = [&](llvm::Value* from, llvm::Value* to, unsigned lanes, llvm::BasicBlock* after) {
-    llvm::BasicBlock* pre = b.GetInsertBlock();
-    auto* loop = llvm::BasicBlock::Create(ctx, lanes ? "lane_rows" : "row", fn);
-    b.CreateCondBr(b.CreateICmpSLT(from, to), loop, after);
-    b.SetInsertPoint(loop);
-    llvm::PHINode* row = b.CreatePHI(i64, 2);
-    row->addIncoming(from, pre);
-    emit_rows(row, lanes);
-    llvm::Value* next = b.CreateAdd(row, b.getInt64(lanes ? lanes : 1), "", true, true);
-    row->addIncoming(next, b.GetInsertBlock());
-    b.CreateCondBr(b.CreateICmpSLT(next, to), loop, after);
-    b.SetInsertPoint(after);
-  };
   llvm::Value* begin = fn->getArg(2);
   llvm::Value* end = fn->getArg(3);
   // Short rows of a known length take kRowLanes rows at a time, one per vector lane: the
@@ -256,16 +210,7 @@ void emit_row_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan,
   // the one-row loop). x86 only; NVPTX has no vectors to gain from.
   const bool lane_rows = tm.getTargetTriple().isX86() && known_cols > 0 &&
                          known_cols <= kMaxLaneRowLength && grp.shape.rank() >= 2;
-  if (lane_rows) {
-    llvm::Value* n = b.CreateSub(end, begin);
-    llvm::Value* lane_end = b.CreateAdd(
-        begin, b.CreateMul(b.CreateSDiv(n, b.getInt64(kRowLanes)), b.getInt64(kRowLanes)));
-    auto* rest = llvm::BasicBlock::Create(ctx, "rest", fn);
-    row_loop(begin, lane_end, kRowLanes, rest);
-    begin = lane_end;
-  }
-  auto* exit = llvm::BasicBlock::Create(ctx, "exit", fn);
-  row_loop(begin, end, 0, exit);
+  emit_lane_loops(em, fn, begin, end, lane_rows ? kRowLanes : 0, emit_rows, {"lane_rows", "row"});
   b.CreateRetVoid();
 }
 
