@@ -136,6 +136,13 @@ TEST_CASE("ptx: training patterns, f64 math through libdevice, and kernels of ev
          return sum(where(a > 0.f, matmul(b.slice(1, 0, 8), a.slice(0, 0, 8)), 0.f), {0});
        },
        "column program over [64,33]: matmul"},
+      {"weight gradient in a column program",
+       [](auto& a, auto& b) {
+         Tensor dy = b.slice(1, 0, 8);  // before the program, which it must be ready for
+         Tensor s = sum(where(a > 0.f, a * 2.f, 0.f), {0});
+         return matmul(transpose(a, {1, 0}), dy) + reshape(s, {33, 1});
+       },
+       "reduce_sum matmul ->"},
       {"broadcast rows", [](auto& a, auto& b) { return a * b.slice(0, 0, 1) + 1.f; }, "rows"},
       {"f64 libdevice",
        [](auto& a, auto& b) {
