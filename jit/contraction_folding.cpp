@@ -56,10 +56,7 @@ void absorb_contractions(const ir::Graph& g, FusionPlan& plan) {
 }
 
 void absorb_row_contractions(const ir::Graph& g, FusionPlan& plan) {
-  std::vector<int> producer(g.types.size(), -1);
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    for (int v : g.nodes[i].outputs)
-      producer[static_cast<size_t>(v)] = static_cast<int>(i);
+  const std::vector<int> producer = definers(g);
   // The step that makes each value: -1 for the function's inputs, constants aside.
   auto made_at = [&](int v) {
     for (size_t k = 0; k < plan.steps.size(); ++k) {

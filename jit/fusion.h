@@ -8,6 +8,7 @@
 // orders groups and the remaining nodes topologically, keeping side effects (variable reads
 // and assigns, random draws, control flow) in program order.
 
+#include <algorithm>
 #include <functional>
 #include <vector>
 
@@ -37,6 +38,10 @@ struct FusionGroup {
   // gradient, contraction_folding.cpp): H a value the program has at each element, D [rows,
   // K] read by row, P [columns, K] accumulated per column like a column sum.
   std::vector<int> row_contractions;
+  bool has_row_contraction(int node) const {
+    return std::find(row_contractions.begin(), row_contractions.end(), node) !=
+           row_contractions.end();
+  }
 };
 
 // What the code generator can do with a node.

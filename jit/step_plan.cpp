@@ -234,6 +234,7 @@ bool Executable::run_split_product(const ir::Node& n, std::span<const Tensor> in
 }
 
 void Executable::run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& vals) const {
+  std::vector<int> definer;  // found when first needed
   for (int i : grp.nodes) {
     const ir::Node& n = graph_.nodes[static_cast<size_t>(i)];
     for (int v : n.inputs) {
@@ -242,10 +243,11 @@ void Executable::run_group_eagerly(const FusionGroup& grp, std::vector<Tensor>& 
         vals[static_cast<size_t>(v)] = graph_.constants[static_cast<size_t>(c)];
         continue;
       }
-      // A row contraction's H^T, whose transpose the program made no step for.
-      for (const ir::Node& m : graph_.nodes)
-        if (m.op == "transpose" && m.outputs[0] == v)
-          tracer::run_node(graph_, m, vals, graph_.variables);
+      // A row contraction's H^T, whose transpose the plan kept no step for (a view).
+      if (definer.empty()) definer = definers(graph_);
+      if (const int d = definer[static_cast<size_t>(v)];
+          d >= 0 && graph_.nodes[static_cast<size_t>(d)].op == "transpose")
+        tracer::run_node(graph_, graph_.nodes[static_cast<size_t>(d)], vals, graph_.variables);
     }
     tracer::run_node(graph_, n, vals, graph_.variables);
   }

@@ -1,6 +1,5 @@
 #include <kiln/jit/cpu/codegen.h>
 
-#include <algorithm>
 #include <map>
 #include <set>
 
@@ -166,14 +165,10 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
     for (int v : g.nodes[static_cast<size_t>(n)].outputs)
       from_prologue[static_cast<size_t>(v)] = true;
   std::set<int> operands;
-  auto row_contraction = [&](int node) {
-    return std::find(group.row_contractions.begin(), group.row_contractions.end(), node) !=
-           group.row_contractions.end();
-  };
   for (int i : group.nodes)
     if (const ir::Node& n = g.nodes[static_cast<size_t>(i)]; n.op == "matmul") {
       // A row contraction reads D by row; its transposed operand is the program's own H.
-      if (row_contraction(i)) {
+      if (group.has_row_contraction(i)) {
         operands.insert(n.inputs[1]);
         p.work_per_element += (g.types[static_cast<size_t>(n.inputs[1])].shape[1] + 7) / 8;
         continue;
@@ -213,11 +208,11 @@ KernelPlan plan_kernel(const ir::Graph& g, const FusionGroup& group, std::string
     for (int v : group.outputs) {
       // A reduction's result is reduced even where its shape equals the space's (size-1 dims).
       const int prod = producer[static_cast<size_t>(v)];
-      const bool reduced =
-          g.nodes[static_cast<size_t>(prod)].op.rfind("reduce_", 0) == 0 || row_contraction(prod);
+      const bool reduced = g.nodes[static_cast<size_t>(prod)].op.rfind("reduce_", 0) == 0 ||
+                           group.has_row_contraction(prod);
       p.output_full.push_back(!reduced && g.types[static_cast<size_t>(v)].shape == group.shape);
-      p.output_per_column.push_back(row_contraction(prod) ? g.types[static_cast<size_t>(v)].shape[1]
-                                                          : 0);
+      p.output_per_column.push_back(
+          group.has_row_contraction(prod) ? g.types[static_cast<size_t>(v)].shape[1] : 0);
     }
   return p;
 }

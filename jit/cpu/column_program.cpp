@@ -17,6 +17,8 @@
 #include <limits>
 #include <map>
 
+#include <kiln/jit/graph_util.h>
+
 #include "emitter.h"
 
 namespace kiln::jit::cpu {
@@ -46,15 +48,11 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
   std::map<int, const ir::Node*> member;
   for (int i : grp.nodes)
     member[g.nodes[static_cast<size_t>(i)].outputs[0]] = &g.nodes[static_cast<size_t>(i)];
-  auto is_row_contraction = [&](int i) {
-    return std::find(grp.row_contractions.begin(), grp.row_contractions.end(), i) !=
-           grp.row_contractions.end();
-  };
   std::vector<const ir::Node*> reductions, products;
   for (int i : grp.nodes) {
     const ir::Node& n = g.nodes[static_cast<size_t>(i)];
     if (n.op.rfind("reduce_", 0) == 0 && out_ptr.count(n.outputs[0])) reductions.push_back(&n);
-    if (n.op == "matmul" && !is_row_contraction(i)) products.push_back(&n);
+    if (n.op == "matmul" && !grp.has_row_contraction(i)) products.push_back(&n);
   }
   // Row contractions: P[j, k] = sum over the rows r of H[r, j] D[r, k].
   struct RowContraction {
@@ -62,11 +60,12 @@ void emit_column_program(Emitter& em, const ir::Graph& g, const KernelPlan& plan
     int64_t k = 0;
   };
   std::vector<RowContraction> contractions;
+  const std::vector<int> definer = grp.row_contractions.empty() ? std::vector<int>() : definers(g);
   for (int i : grp.row_contractions) {
     const ir::Node& n = g.nodes[static_cast<size_t>(i)];
     RowContraction c;
-    for (const ir::Node& t : g.nodes)  // the transpose making H^T
-      if (t.outputs.size() == 1 && t.outputs[0] == n.inputs[0]) c.h = t.inputs[0];
+    // H: the input of the transpose that makes H^T.
+    c.h = g.nodes[static_cast<size_t>(definer[static_cast<size_t>(n.inputs[0])])].inputs[0];
     c.d = n.inputs[1];
     c.p = n.outputs[0];
     c.k = g.types[static_cast<size_t>(c.d)].shape[1];
